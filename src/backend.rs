@@ -1,0 +1,132 @@
+//! What a storage backend must do. The [`Store`](crate::Store) validates
+//! input, fills in ids and timestamps, and traces every call; a backend only
+//! stores and fetches, with the semantics documented on each method. The
+//! conformance suite in `tests/conformance` holds every backend to them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{
+    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
+    UserUpdate, WalletAddress,
+};
+use crate::store::{PoolState, Settings};
+
+/// A key row to insert: the record and the hash stored beside it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewKeyRow {
+    pub key: ApiKey,
+    pub hash: String,
+}
+
+/// Storage for users, API keys and events.
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    // ---- users ----
+
+    /// Inserts a fully formed user. A taken email (compared case-
+    /// insensitively) or wallet address gives `Conflict` naming the field
+    /// (email is checked first).
+    async fn create_user(&self, user: User) -> Result<User>;
+
+    /// Inserts a user and a first key for them, atomically.
+    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)>;
+
+    /// The user with this id.
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>>;
+
+    /// The user with this email, compared case-insensitively.
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>>;
+
+    /// The user with this (canonical) wallet address.
+    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>>;
+
+    /// Applies `update` (via [`UserUpdate::apply`]) to the current row under
+    /// a lock, so concurrent updates never lose each other's changes.
+    /// `NotFound` if there is no such user; `Conflict` as for create.
+    async fn update_user(&self, id: Uuid, update: &UserUpdate, settings: &Settings)
+    -> Result<User>;
+
+    /// Deletes the user, their API keys, and detaches (sets `user_id` to
+    /// null on) their events, atomically. `NotFound` if there is no such
+    /// user.
+    async fn delete_user(&self, id: Uuid) -> Result<()>;
+
+    /// Up to `limit` users ordered by `(created_at, id)` ascending, strictly
+    /// after `after`.
+    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>>;
+
+    // ---- API keys ----
+
+    /// Inserts a key. `NotFound` (entity user) if the user does not exist.
+    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey>;
+
+    /// The key, revoked or not, whose hash is `hash`.
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+
+    /// Sets `last_used` to `now` unless it is already at or after
+    /// `stale_before`.
+    async fn touch_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Marks the key revoked at `now` (a no-op returning the record if it
+    /// already is). A revoked key's hash no longer matches what services
+    /// outside this crate look up. `NotFound` if there is no such key.
+    async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey>;
+
+    /// The user's keys, revoked ones included, ordered by
+    /// `(created_at, id)`.
+    async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>>;
+
+    /// Revokes `old_id` at `now` and inserts `new`, atomically. `NotFound`
+    /// if there is no such key; `InvalidInput` (field id) if it is already
+    /// revoked. `new` carries the old key's user and service.
+    async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey>;
+
+    /// The key with this id, revoked or not.
+    async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>>;
+
+    // ---- events ----
+
+    /// Inserts every event, or none: `NotFound` (entity user, the first
+    /// unknown user id in the batch) if any names a user that does not
+    /// exist.
+    async fn insert_events(&self, events: &[Event]) -> Result<()>;
+
+    /// Up to `limit` events passing `filter`, newest first, ordered by
+    /// `(created_at, id)` descending, strictly after `after` in that order.
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
+
+    /// How many events of `event_type` fall in `range`.
+    async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64>;
+
+    /// Counts per (bucket start, type) of events in `range` (of one type if
+    /// given), ordered by bucket then type. Buckets are UTC.
+    async fn count_events_by_bucket(
+        &self,
+        bucket: TimeBucket,
+        range: TimeRange,
+        event_type: Option<&EventType>,
+    ) -> Result<Vec<BucketCount>>;
+
+    // ---- operations ----
+
+    /// Applies pending schema migrations; returns the versions applied.
+    async fn migrate(&self) -> Result<Vec<String>>;
+
+    /// `Ok` if the backend can serve requests now.
+    async fn health(&self) -> Result<()>;
+
+    /// The connection pool's state, for backends that have one.
+    fn pool_state(&self) -> Option<PoolState>;
+}

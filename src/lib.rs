@@ -1,0 +1,64 @@
+//! # dreamnet-db
+//!
+//! DreamNet's data layer: typed async repositories for users, hashed API
+//! keys and events, over a pooled async Diesel connection to PostgreSQL
+//! (diesel + diesel-async + bb8), with an in-memory backend (feature
+//! `memory`, on by default) that behaves the same.
+//!
+//! Build one [`Store`], clone it into every handler, and reach the
+//! repositories through [`Store::users`], [`Store::api_keys`] and
+//! [`Store::events`]:
+//!
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> dreamnet_db::Result<()> {
+//! use dreamnet_db::{Error, EventFilter, KeyRejection, NewEvent, NewUser, Store};
+//! use serde_json::json;
+//!
+//! let store = match std::env::var("DATABASE_URL") {
+//!     Ok(url) => Store::builder().database_url(url).run_migrations(true).connect().await?,
+//!     Err(_) => Store::in_memory(),
+//! };
+//! let user = store.users().create(NewUser::with_email("ada@example.com".parse()?)).await?;
+//!
+//! let issued = store.api_keys().issue(user.id, "billing", None).await?;
+//! let key = store.api_keys().validate_for(issued.secret.expose_secret(), "billing").await?;
+//! assert_eq!(key.user_id, user.id);
+//!
+//! store.api_keys().revoke(key.id).await?;
+//! let refused = store.api_keys().validate(issued.secret.expose_secret()).await;
+//! assert!(matches!(refused, Err(Error::Unauthorized(KeyRejection::Revoked))));
+//!
+//! store.events().record(NewEvent::new("user.login".parse()?, json!({"ip": "203.0.113.7"})).user(user.id)).await?;
+//! let page = store.events().list(&EventFilter::for_user(user.id), 50, None).await?;
+//! assert_eq!(page.items.len(), 1);
+//! # store.users().delete(user.id).await?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod clock;
+mod error;
+#[cfg(feature = "memory")]
+mod memory;
+mod model;
+mod postgres;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
+pub use model::{
+    ApiKey, ApiKeySecret, BucketCount, Cursor, Email, Event, EventFilter, EventType, IssuedKey,
+    JsonChange, KEY_PREFIX, MAX_EMAIL_LEN, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
+    NewEvent, NewUser, Page, PassportTier, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
+};
+pub use postgres::MIGRATIONS;
+pub use store::{
+    ApiKeys, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Events, PoolState, Store,
+    StoreBuilder, Users,
+};

@@ -1,0 +1,20 @@
+//! The records and validated inputs every backend shares.
+
+mod api_key;
+mod email;
+mod event;
+pub(crate) mod json;
+mod page;
+mod user;
+mod wallet;
+
+pub use api_key::{
+    ApiKey, ApiKeySecret, IssuedKey, KEY_PREFIX, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
+};
+pub(crate) use api_key::{check_service, hash_key};
+pub use email::{Email, MAX_EMAIL_LEN};
+pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
+pub use page::{Cursor, MAX_PAGE_SIZE, Page};
+pub(crate) use page::{check_limit, page_from};
+pub use user::{JsonChange, NewUser, PassportTier, User, UserUpdate};
+pub use wallet::WalletAddress;

@@ -1,0 +1,50 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        #[max_length = 100]
+        service -> Varchar,
+        #[max_length = 255]
+        hashed_key -> Varchar,
+        created_at -> Timestamptz,
+        last_used -> Nullable<Timestamptz>,
+        #[max_length = 16]
+        key_prefix -> Nullable<Varchar>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Uuid,
+        user_id -> Nullable<Uuid>,
+        #[max_length = 100]
+        event_type -> Varchar,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        #[max_length = 255]
+        email -> Nullable<Varchar>,
+        #[max_length = 42]
+        wallet_address -> Nullable<Varchar>,
+        #[max_length = 50]
+        passport_tier -> Varchar,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        metadata -> Jsonb,
+        preferences -> Jsonb,
+    }
+}
+
+diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(events -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(api_keys, events, users,);
