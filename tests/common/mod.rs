@@ -1,0 +1,243 @@
+//! Test support shared by every integration test: real PostgreSQL
+//! databases, one per test, cloned from a migrated template.
+//!
+//! Each test gets its own database, `CREATE DATABASE … TEMPLATE`d from one
+//! with the crate's migrations applied (made once per migration set), and
+//! dropped when the test ends, so tests run in parallel without sharing
+//! state.
+//!
+//! The server is `DREAMNET_TEST_DATABASE_URL`, or
+//! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached a
+//! test skips with one line saying so, except under `CI=true`, where it fails.
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::Duration;
+
+use dreamnet_db::{Store, StoreBuilder};
+use tokio::sync::OnceCell;
+
+/// The admin URL of the test server.
+pub fn admin_url() -> String {
+    std::env::var("DREAMNET_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Whether this run is CI's, where a missing service is a failure.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Skips (returns `None` after one line on stderr) or, under CI, panics.
+pub fn unavailable<T>(service: &str, how: &str, why: impl std::fmt::Display) -> Option<T> {
+    if ci() {
+        panic!("CI=true and {service} is unreachable: {why}");
+    }
+    eprintln!("skipped: {service} unreachable ({why}); {how}");
+    None
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn url_for(db: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("DREAMNET_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{db}"));
+    url.to_string()
+}
+
+async fn admin() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn template_name() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut entries: Vec<_> = walk(&dir);
+    entries.sort();
+    let mut h = DefaultHasher::new();
+    for path in entries {
+        path.strip_prefix(&dir).unwrap().hash(&mut h);
+        std::fs::read(&path).unwrap().hash(&mut h);
+    }
+    format!("dreamnet_template_{:016x}", h.finish())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+static TEMPLATE: OnceCell<Result<String, String>> = OnceCell::const_new();
+
+/// Creates the migrated template database once (across processes, under an
+/// advisory lock) and returns its name.
+async fn template() -> Result<String, String> {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = template_name();
+            let client = admin().await.map_err(|e| e.to_string())?;
+            client
+                .execute("SELECT pg_advisory_lock(727274)", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let exists = client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
+            let result = if exists {
+                Ok(name.clone())
+            } else {
+                make_template(&client, &name).await
+            };
+            let _ = client
+                .execute("SELECT pg_advisory_unlock(727274)", &[])
+                .await;
+            result
+        })
+        .await
+        .clone()
+}
+
+async fn make_template(client: &tokio_postgres::Client, name: &str) -> Result<String, String> {
+    let building = format!("{name}_building");
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {building} WITH (FORCE); CREATE DATABASE {building}"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let store = Store::builder()
+            .database_url(url_for(&building))
+            .max_connections(1)
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {building}: {e:?}"))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("migrating {building}: {e:?}"))?;
+    }
+    // The dropped pool's connections close in the background: end any
+    // that are left, then publish the template under its final name.
+    for _ in 0..50 {
+        match client
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{building}'; \
+                 ALTER DATABASE {building} RENAME TO {name}"
+            ))
+            .await
+        {
+            Ok(()) => return Ok(name.to_owned()),
+            Err(e) => {
+                let exists = client
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
+                if exists {
+                    return Ok(name.to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if e.code().is_none() {
+                    return Err(e.to_string());
+                }
+            }
+        }
+    }
+    Err(format!("could not rename {building} to {name}"))
+}
+
+/// A database of one test's own, dropped when it goes out of scope.
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+}
+
+impl TestDb {
+    /// A store on this database built from `builder` (its URL is set here).
+    pub async fn store_with(&self, builder: StoreBuilder) -> Store {
+        builder
+            .database_url(self.url.clone())
+            .max_connections(8)
+            .connect()
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A store on this database with the default settings.
+    pub async fn store(&self) -> Store {
+        self.store_with(Store::builder()).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(client) = admin().await {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh migrated database for one test, or `None` (skipped) when
+/// PostgreSQL is unreachable outside CI.
+pub async fn pg_db() -> Option<TestDb> {
+    let how = "start PostgreSQL or set DREAMNET_TEST_DATABASE_URL to run it";
+    let client = match admin().await {
+        Ok(c) => c,
+        Err(e) => return unavailable("PostgreSQL", how, e),
+    };
+    let template = match template().await {
+        Ok(t) => t,
+        Err(e) => panic!("could not build the migrated template database: {e}"),
+    };
+    let name = format!("dreamnet_test_{}", uuid::Uuid::new_v4().simple());
+    let mut last = None;
+    for _ in 0..100 {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+        {
+            Ok(()) => {
+                return Some(TestDb {
+                    url: url_for(&name),
+                    name,
+                });
+            }
+            // 55006: the template is briefly in use by another test's clone.
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    panic!("could not create a test database: {last:?}");
+}
