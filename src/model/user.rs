@@ -23,6 +23,11 @@ use crate::error::{Error, Field};
 pub struct PassportTier(String);
 
 impl PassportTier {
+    /// Wraps a tier read back from the database without re-checking it.
+    pub(crate) fn from_stored(s: String) -> Self {
+        PassportTier(s)
+    }
+
     /// The default tier, `visitor` (the column's default).
     pub fn visitor() -> Self {
         PassportTier("visitor".to_owned())

@@ -28,6 +28,12 @@ use crate::error::{Error, Field};
 pub struct WalletAddress(String);
 
 impl WalletAddress {
+    /// Wraps an address read back from the database without re-checking
+    /// it, in its canonical (lower-case) form.
+    pub(crate) fn from_stored(s: String) -> Self {
+        WalletAddress(s.to_ascii_lowercase())
+    }
+
     /// Checks `s` and wraps its canonical (lower-case) form.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let bad = |reason: &str| Err(Error::invalid(Field::WalletAddress, reason));

@@ -1,124 +1,265 @@
-//! The PostgreSQL backend: diesel-async over a bb8 pool.
+//! The PostgreSQL backend: diesel-async connections in a bb8 pool.
 
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-
-use crate::backend::{Backend, NewKeyRow};
-use crate::error::Result;
-use crate::model::*;
-use crate::store::{PoolState, Settings, StoreBuilder};
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
-
+mod connect;
+mod errors;
+mod events;
+mod keys;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
+mod users;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::bb8::PooledConnection;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use crate::backend::{Backend, NewKeyRow};
+use crate::error::{Backend as Service, Error, Field, Result};
+use crate::model::{
+    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
+    UserUpdate, WalletAddress,
+};
+use crate::store::{PoolState, Settings, StoreBuilder};
+pub(crate) use connect::PgPool;
+use connect::{ConnectSpec, pool};
 
 /// The crate's schema migrations, embedded at build time, for services that
 /// run them with their own tooling. [`Store::migrate`](crate::Store::migrate)
 /// applies them.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
+/// Migrations of several processes starting at once take turns under this
+/// advisory lock.
+const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
+
 /// The PostgreSQL backend.
-#[derive(Debug)]
-pub(crate) struct PgBackend {}
+pub(crate) struct PgBackend {
+    pool: PgPool,
+    spec: ConnectSpec,
+    connection_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("spec", &self.spec)
+            .field("pool", &self.pool.state())
+            .finish()
+    }
+}
 
 impl PgBackend {
-    pub(crate) async fn connect(_config: &StoreBuilder) -> Result<Self> {
-        todo!("postgres backend")
+    /// Builds the pool and checks that a connection can be opened.
+    pub(crate) async fn connect(b: &StoreBuilder) -> Result<Self> {
+        let url = b
+            .database_url
+            .as_ref()
+            .ok_or_else(|| Error::Config("no database URL was given".to_owned()))?;
+        let spec = ConnectSpec::parse(url.expose_secret(), b.statement_cache)?;
+        let backend = PgBackend {
+            pool: pool(&spec, b).await?,
+            spec,
+            connection_timeout: b.connection_timeout,
+        };
+        drop(backend.conn().await?);
+        Ok(backend)
+    }
+
+    async fn conn(&self) -> Result<PooledConnection<'_, AsyncPgConnection>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| errors::checkout(e, self.connection_timeout))
+    }
+
+    /// PostgreSQL checks unique indexes in creation order, so a row that
+    /// takes both a (differently cased) email and a wallet address is
+    /// reported as a wallet conflict. Every backend reports the email first:
+    /// on a wallet conflict, look whether the email is taken too.
+    async fn email_first<T>(
+        &self,
+        result: Result<T>,
+        email: Option<&Email>,
+        this: Option<Uuid>,
+    ) -> Result<T> {
+        match (result, email) {
+            (
+                Err(Error::Conflict {
+                    field: Field::WalletAddress,
+                }),
+                Some(email),
+            ) => {
+                if matches!(self.find_user_by_email(email).await, Ok(Some(other)) if Some(other.id) != this)
+                {
+                    Err(Error::Conflict {
+                        field: Field::Email,
+                    })
+                } else {
+                    Err(Error::Conflict {
+                        field: Field::WalletAddress,
+                    })
+                }
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// The pool, for other PostgreSQL-backed parts of the crate.
+    #[allow(dead_code)]
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
 #[async_trait::async_trait]
 impl Backend for PgBackend {
-    async fn create_user(&self, _user: User) -> Result<User> {
-        todo!()
+    async fn create_user(&self, user: User) -> Result<User> {
+        let email = user.email.clone();
+        let created = users::create(&mut *self.conn().await?, user).await;
+        self.email_first(created, email.as_ref(), None).await
     }
-    async fn create_user_with_key(&self, _user: User, _key: NewKeyRow) -> Result<(User, ApiKey)> {
-        todo!()
+
+    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
+        let email = user.email.clone();
+        let created = users::create_with_key(&mut *self.conn().await?, user, key).await;
+        self.email_first(created, email.as_ref(), None).await
     }
-    async fn get_user(&self, _id: Uuid) -> Result<Option<User>> {
-        todo!()
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+        users::get(&mut *self.conn().await?, id).await
     }
-    async fn find_user_by_email(&self, _email: &Email) -> Result<Option<User>> {
-        todo!()
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        users::find_by_email(&mut *self.conn().await?, email).await
     }
-    async fn find_user_by_wallet(&self, _wallet: &WalletAddress) -> Result<Option<User>> {
-        todo!()
+
+    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
+        users::find_by_wallet(&mut *self.conn().await?, wallet).await
     }
+
     async fn update_user(
         &self,
-        _id: Uuid,
-        _update: &UserUpdate,
-        _settings: &Settings,
+        id: Uuid,
+        update: &UserUpdate,
+        settings: &Settings,
     ) -> Result<User> {
-        todo!()
+        users::update(&mut *self.conn().await?, id, update, settings).await
     }
-    async fn delete_user(&self, _id: Uuid) -> Result<()> {
-        todo!()
+
+    async fn delete_user(&self, id: Uuid) -> Result<()> {
+        users::delete(&mut *self.conn().await?, id).await
     }
-    async fn list_users(&self, _after: Option<Cursor>, _limit: usize) -> Result<Vec<User>> {
-        todo!()
+
+    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
+        users::list(&mut *self.conn().await?, after, limit).await
     }
-    async fn insert_key(&self, _row: NewKeyRow) -> Result<ApiKey> {
-        todo!()
+
+    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
+        keys::insert_key(&mut *self.conn().await?, keys::KeyInsert::from(&row)).await
     }
-    async fn find_key_by_hash(&self, _hash: &str) -> Result<Option<ApiKey>> {
-        todo!()
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        keys::find_by_hash(&mut *self.conn().await?, hash).await
     }
+
     async fn touch_key(
         &self,
-        _id: Uuid,
-        _now: DateTime<Utc>,
-        _stale_before: DateTime<Utc>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
     ) -> Result<()> {
-        todo!()
+        keys::touch(&mut *self.conn().await?, id, now, stale_before).await
     }
-    async fn revoke_key(&self, _id: Uuid, _now: DateTime<Utc>) -> Result<ApiKey> {
-        todo!()
+
+    async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        keys::revoke(&mut *self.conn().await?, id, now).await
     }
-    async fn list_keys(&self, _user_id: Uuid) -> Result<Vec<ApiKey>> {
-        todo!()
+
+    async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
+        keys::list(&mut *self.conn().await?, user_id).await
     }
-    async fn rotate_key(
-        &self,
-        _old_id: Uuid,
-        _new: NewKeyRow,
-        _now: DateTime<Utc>,
-    ) -> Result<ApiKey> {
-        todo!()
+
+    async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
+        keys::rotate(&mut *self.conn().await?, old_id, new, now).await
     }
-    async fn get_key(&self, _id: Uuid) -> Result<Option<ApiKey>> {
-        todo!()
+
+    async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        keys::get(&mut *self.conn().await?, id).await
     }
-    async fn insert_events(&self, _events: &[Event]) -> Result<()> {
-        todo!()
+
+    async fn insert_events(&self, batch: &[Event]) -> Result<()> {
+        events::insert(&mut *self.conn().await?, batch).await
     }
+
     async fn list_events(
         &self,
-        _filter: &EventFilter,
-        _after: Option<Cursor>,
-        _limit: usize,
+        filter: &EventFilter,
+        after: Option<Cursor>,
+        limit: usize,
     ) -> Result<Vec<Event>> {
-        todo!()
+        events::list(&mut *self.conn().await?, filter, after, limit).await
     }
-    async fn count_events(&self, _event_type: &EventType, _range: TimeRange) -> Result<u64> {
-        todo!()
+
+    async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
+        events::count(&mut *self.conn().await?, event_type, range).await
     }
+
     async fn count_events_by_bucket(
         &self,
-        _bucket: TimeBucket,
-        _range: TimeRange,
-        _event_type: Option<&EventType>,
+        bucket: TimeBucket,
+        range: TimeRange,
+        event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>> {
-        todo!()
+        events::count_by_bucket(&mut *self.conn().await?, bucket, range, event_type).await
     }
+
+    /// Runs diesel's synchronous migration harness on a blocking thread over
+    /// a dedicated connection (made like the pool's, TLS included), so it
+    /// works on any tokio runtime, current-thread ones too.
     async fn migrate(&self) -> Result<Vec<String>> {
-        todo!()
+        let conn = self.spec.connect().await.map_err(|e| Error::Unavailable {
+            backend: Service::Postgres,
+            source: Box::new(e),
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
+                AsyncConnectionWrapper::from(conn);
+            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let applied = conn
+                .run_pending_migrations(MIGRATIONS)
+                .map(|done| done.iter().map(|v| v.to_string()).collect())
+                .map_err(|source| Error::Database { source });
+            conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+            applied
+        })
+        .await
+        .map_err(|e| Error::Database {
+            source: Box::new(e),
+        })?
     }
+
     async fn health(&self) -> Result<()> {
-        todo!()
+        diesel::sql_query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
     }
+
     fn pool_state(&self) -> Option<PoolState> {
-        None
+        let s = self.pool.state();
+        Some(PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
+            in_use: s.connections.saturating_sub(s.idle_connections),
+            waits: s.statistics.get_waited,
+            timeouts: s.statistics.get_timed_out,
+        })
     }
 }

@@ -113,12 +113,16 @@ async fn template() -> Result<String, String> {
 
 async fn make_template(client: &tokio_postgres::Client, name: &str) -> Result<String, String> {
     let building = format!("{name}_building");
-    client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {building} WITH (FORCE); CREATE DATABASE {building}"
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    // CREATE DATABASE cannot share a (implicitly transactional) batch.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+        format!("CREATE DATABASE {building}"),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| format!("{sql}: {e:?}"))?;
+    }
     {
         let store = Store::builder()
             .database_url(url_for(&building))
@@ -134,11 +138,14 @@ async fn make_template(client: &tokio_postgres::Client, name: &str) -> Result<St
     // The dropped pool's connections close in the background: end any
     // that are left, then publish the template under its final name.
     for _ in 0..50 {
+        let _ = client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&building],
+            )
+            .await;
         match client
-            .batch_execute(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{building}'; \
-                 ALTER DATABASE {building} RENAME TO {name}"
-            ))
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
             .await
         {
             Ok(()) => return Ok(name.to_owned()),
@@ -240,4 +247,36 @@ pub async fn pg_db() -> Option<TestDb> {
         }
     }
     panic!("could not create a test database: {last:?}");
+}
+
+/// The test Redis: `DREAMNET_TEST_REDIS_URL`, or `redis://127.0.0.1:6379`.
+pub fn redis_url() -> String {
+    std::env::var("DREAMNET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The test Redis's URL if its port accepts a connection within a second;
+/// otherwise `None` (skipped, with one line saying why) or, under CI, a
+/// panic. Tests that use it should give their store a key prefix of their
+/// own (`StoreBuilder::cache_prefix`) so they can run in parallel.
+pub async fn redis_available() -> Option<String> {
+    let how = "start Redis or set DREAMNET_TEST_REDIS_URL to run it";
+    let url = redis_url();
+    let addr = match url::Url::parse(&url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(6379)
+        ),
+        Err(e) => panic!("DREAMNET_TEST_REDIS_URL is not a URL: {e}"),
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Some(url),
+        Ok(Err(e)) => unavailable("Redis", how, e),
+        Err(_) => unavailable("Redis", how, format!("no answer from {addr} within 1 s")),
+    }
 }

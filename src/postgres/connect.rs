@@ -1,0 +1,337 @@
+//! Connections: URL parsing, TLS as libpq's `sslmode` means it, and the pool.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use diesel::{ConnectionError, ConnectionResult};
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use secrecy::ExposeSecret;
+
+use crate::error::{Error, Result};
+use crate::store::StoreBuilder;
+
+/// The pool every PostgreSQL operation of a store goes through.
+pub(crate) type PgPool = Pool<AsyncPgConnection>;
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            // libpq's `allow` tries plain first; encrypting when offered is
+            // never worse, so it is treated as `prefer`.
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown sslmode {other:?}: expected disable, prefer, require, verify-ca or verify-full"
+                )));
+            }
+        })
+    }
+}
+
+/// How to open one connection: the URL without the TLS parameters, and the
+/// TLS set-up they asked for.
+#[derive(Clone)]
+pub(crate) struct ConnectSpec {
+    /// The URL handed to tokio-postgres, `sslmode`/`sslrootcert` removed.
+    /// Holds the password: never printed.
+    url: Arc<secrecy::SecretString>,
+    mode: SslMode,
+    tls: Option<Arc<ClientConfig>>,
+    statement_cache: bool,
+}
+
+impl fmt::Debug for ConnectSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectSpec")
+            .field("url", &"[REDACTED]")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectSpec {
+    /// Parses a `postgres://` URL. Errors never quote the URL.
+    pub(crate) fn parse(raw: &str, statement_cache: bool) -> Result<Self> {
+        let mut url = url::Url::parse(raw)
+            .map_err(|e| Error::Config(format!("the database URL is not a valid URL ({e})")))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(Error::Config(
+                "the database URL must start with postgres:// or postgresql://".to_owned(),
+            ));
+        }
+        let mut mode = SslMode::Prefer;
+        let mut root: Option<PathBuf> = None;
+        let mut kept = Vec::new();
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => mode = SslMode::parse(&v)?,
+                "sslrootcert" => root = Some(PathBuf::from(v.as_ref())),
+                _ => kept.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        let tls = match mode {
+            SslMode::Disable => None,
+            SslMode::Prefer | SslMode::Require => Some(no_verification()?),
+            SslMode::VerifyCa => Some(verified(root.as_ref(), false)?),
+            SslMode::VerifyFull => Some(verified(root.as_ref(), true)?),
+        };
+        // Check the rest now, so a bad parameter is a configuration error at
+        // start-up rather than a failed connection later.
+        url.as_str()
+            .parse::<tokio_postgres::Config>()
+            .map_err(|_| {
+                Error::Config(
+                    "the database URL has a parameter PostgreSQL does not accept".to_owned(),
+                )
+            })?;
+        Ok(ConnectSpec {
+            url: Arc::new(secrecy::SecretString::from(url.to_string())),
+            mode,
+            tls,
+            statement_cache,
+        })
+    }
+
+    /// Opens one connection.
+    pub(crate) async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        let mut config: tokio_postgres::Config =
+            self.url.expose_secret().parse().map_err(|_| {
+                ConnectionError::InvalidConnectionUrl("invalid database URL".to_owned())
+            })?;
+        let mut conn = match &self.tls {
+            None => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+            Some(tls) => {
+                config.ssl_mode(if self.mode == SslMode::Prefer {
+                    tokio_postgres::config::SslMode::Prefer
+                } else {
+                    tokio_postgres::config::SslMode::Require
+                });
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, connection) = config.connect(tls).await.map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+        };
+        if !self.statement_cache {
+            use diesel_async::AsyncConnection;
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
+        Ok(conn)
+    }
+}
+
+/// tokio-postgres's errors name the host and the server's message, never
+/// the password.
+fn bad(e: tokio_postgres::Error) -> ConnectionError {
+    ConnectionError::BadConnection(e.to_string())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS set-up failed: {e}")))
+}
+
+/// `require` and `prefer`: encrypt, but check no certificate (as libpq).
+fn no_verification() -> Result<Arc<ClientConfig>> {
+    let verifier = Arc::new(AcceptAnyCert(provider().signature_verification_algorithms));
+    Ok(Arc::new(
+        builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
+
+/// `verify-ca` (chain only) and `verify-full` (chain and host name).
+fn verified(root: Option<&PathBuf>, check_name: bool) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                Error::Config(format!("cannot read sslrootcert {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    Error::Config(format!("cannot parse sslrootcert {}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    Error::Config(format!("unusable certificate in {}: {e}", path.display()))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| Error::Config(format!("TLS set-up failed: {e}")))?;
+    let b = builder()?;
+    Ok(Arc::new(if check_name {
+        b.with_webpki_verifier(webpki).with_no_client_auth()
+    } else {
+        b.dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+            .with_no_client_auth()
+    }))
+}
+
+/// Checks signatures (so the handshake is sound) but no certificate.
+#[derive(Debug)]
+struct AcceptAnyCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the host name is
+/// not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Builds the pool. Connections are not tested with a query on checkout
+/// (that would cost a round trip per call); a connection whose socket has
+/// closed is recognised as broken when it is returned and is dropped, never
+/// handed out again.
+pub(crate) async fn pool(spec: &ConnectSpec, b: &StoreBuilder) -> Result<PgPool> {
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let setup = spec.clone();
+    config.custom_setup = Box::new(
+        move |_url: &str| -> BoxFuture<'_, ConnectionResult<AsyncPgConnection>> {
+            let spec = setup.clone();
+            async move { spec.connect().await }.boxed()
+        },
+    );
+    // The manager's own URL is unused: `custom_setup` connects with `spec`.
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config("postgres://", config);
+    Pool::builder()
+        .max_size(b.max_connections.max(1))
+        .min_idle(b.min_idle)
+        .idle_timeout(b.idle_timeout)
+        .max_lifetime(b.max_lifetime)
+        .connection_timeout(b.connection_timeout)
+        .test_on_check_out(false)
+        .retry_connection(false)
+        .build(manager)
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: crate::error::Backend::Postgres,
+            source: Box::new(e),
+        })
+}
