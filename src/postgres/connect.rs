@@ -6,12 +6,7 @@ use std::sync::Arc;
 
 use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::bb8::Pool;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-};
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use diesel_async::pooled_connection::PoolableConnection;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -24,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::store::StoreBuilder;
 
 /// The pool every PostgreSQL operation of a store goes through.
-pub(crate) type PgPool = Pool<AsyncPgConnection>;
+pub(crate) type PgPool = bb8::Pool<Manager>;
 
 /// libpq's `sslmode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,24 +298,88 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// A pooled connection, and whether a call on it found it broken.
+pub(crate) struct PgConn {
+    pub(crate) conn: AsyncPgConnection,
+    /// Set when a call on this connection failed because the connection is
+    /// gone, so the pool drops it rather than handing it out again.
+    pub(crate) broken: bool,
+}
+
+/// Opens connections with [`ConnectSpec`], and keeps them healthy without a
+/// round trip per checkout: a connection is dropped when its socket has
+/// closed or a call found it broken.
+pub(crate) struct Manager {
+    spec: ConnectSpec,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = ConnectionError;
+
+    async fn connect(&self) -> Result<PgConn, ConnectionError> {
+        Ok(PgConn {
+            conn: self.spec.connect().await?,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectionError> {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn.conn)
+            .await
+            .map(drop)
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken || std::thread::panicking() || conn.conn.is_broken()
+    }
+}
+
+/// The last error the pool met opening a connection, so that a checkout
+/// that times out because the server is gone says so.
+#[derive(Clone, Default)]
+pub(crate) struct LastConnectError(Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>);
+
+impl LastConnectError {
+    /// The error, if one happened within `window`.
+    pub(crate) fn within(&self, window: std::time::Duration) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() <= window)
+            .map(|(_, e)| e.clone())
+    }
+}
+
+impl fmt::Debug for LastConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LastConnectError")
+    }
+}
+
+impl bb8::ErrorSink<ConnectionError> for LastConnectError {
+    fn sink(&self, e: ConnectionError) {
+        tracing::warn!(error = %e, "opening a PostgreSQL connection failed");
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), e.to_string()));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<ConnectionError>> {
+        Box::new(self.clone())
+    }
+}
+
 /// Builds the pool. Connections are not tested with a query on checkout
-/// (that would cost a round trip per call); a connection whose socket has
-/// closed is recognised as broken when it is returned and is dropped, never
-/// handed out again.
-pub(crate) async fn pool(spec: &ConnectSpec, b: &StoreBuilder) -> Result<PgPool> {
-    let mut config = ManagerConfig::default();
-    config.recycling_method = RecyclingMethod::Fast;
-    let setup = spec.clone();
-    config.custom_setup = Box::new(
-        move |_url: &str| -> BoxFuture<'_, ConnectionResult<AsyncPgConnection>> {
-            let spec = setup.clone();
-            async move { spec.connect().await }.boxed()
-        },
-    );
-    // The manager's own URL is unused: `custom_setup` connects with `spec`.
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config("postgres://", config);
-    Pool::builder()
+/// (that would cost a round trip per call); see [`Manager`].
+pub(crate) async fn pool(
+    spec: &ConnectSpec,
+    b: &StoreBuilder,
+    errors: LastConnectError,
+) -> Result<PgPool> {
+    let manager = Manager { spec: spec.clone() };
+    Ok(bb8::Pool::builder()
         .max_size(b.max_connections.max(1))
         .min_idle(b.min_idle)
         .idle_timeout(b.idle_timeout)
@@ -328,10 +387,6 @@ pub(crate) async fn pool(spec: &ConnectSpec, b: &StoreBuilder) -> Result<PgPool>
         .connection_timeout(b.connection_timeout)
         .test_on_check_out(false)
         .retry_connection(false)
-        .build(manager)
-        .await
-        .map_err(|e| Error::Unavailable {
-            backend: crate::error::Backend::Postgres,
-            source: Box::new(e),
-        })
+        .error_sink(Box::new(errors))
+        .build_unchecked(manager))
 }

@@ -75,14 +75,21 @@ fn id_in_detail(detail: &str) -> Option<Uuid> {
     Uuid::parse_str(&detail[start..end]).ok()
 }
 
-/// A pool checkout failure as an [`Error`].
+/// A pool checkout failure as an [`Error`]: a timeout is
+/// [`Error::PoolTimeout`], unless opening connections has been failing
+/// meanwhile, which means the server is unreachable.
 pub(super) fn checkout(
-    e: bb8::RunError<diesel_async::pooled_connection::PoolError>,
+    e: bb8::RunError<diesel::ConnectionError>,
     waited: std::time::Duration,
+    last_connect_error: Option<String>,
 ) -> Error {
-    match e {
-        bb8::RunError::TimedOut => Error::PoolTimeout { waited },
-        bb8::RunError::User(e) => Error::Unavailable {
+    match (e, last_connect_error) {
+        (bb8::RunError::TimedOut, None) => Error::PoolTimeout { waited },
+        (bb8::RunError::TimedOut, Some(cause)) => Error::Unavailable {
+            backend: Backend::Postgres,
+            source: cause.into(),
+        },
+        (bb8::RunError::User(e), _) => Error::Unavailable {
             backend: Backend::Postgres,
             source: Box::new(e),
         },

@@ -14,7 +14,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::bb8::PooledConnection;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
@@ -28,7 +27,7 @@ use crate::model::{
 };
 use crate::store::{PoolState, Settings, StoreBuilder};
 pub(crate) use connect::PgPool;
-use connect::{ConnectSpec, pool};
+use connect::{ConnectSpec, LastConnectError, Manager, PgConn, pool};
 
 /// The crate's schema migrations, embedded at build time, for services that
 /// run them with their own tooling. [`Store::migrate`](crate::Store::migrate)
@@ -39,11 +38,30 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// advisory lock.
 const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
 
+/// Runs `$f(connection, args…)` on a pooled connection; if the call finds
+/// the connection gone, the pool drops it instead of handing it out again.
+macro_rules! on_conn {
+    ($self:ident, $f:path, $($arg:expr),*) => {{
+        let mut guard = $self.conn().await?;
+        let result = $f(&mut guard.conn, $($arg),*).await;
+        if matches!(result, Err(Error::Unavailable { .. })) {
+            guard.broken = true;
+        }
+        result
+    }};
+}
+
+async fn health_check(conn: &mut AsyncPgConnection) -> Result<()> {
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
+}
+
 /// The PostgreSQL backend.
 pub(crate) struct PgBackend {
     pool: PgPool,
     spec: ConnectSpec,
     connection_timeout: Duration,
+    connect_errors: LastConnectError,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -63,20 +81,40 @@ impl PgBackend {
             .as_ref()
             .ok_or_else(|| Error::Config("no database URL was given".to_owned()))?;
         let spec = ConnectSpec::parse(url.expose_secret(), b.statement_cache)?;
-        let backend = PgBackend {
-            pool: pool(&spec, b).await?,
+        // One connection made here, so that a wrong URL, a refused TLS
+        // handshake or a dead server is reported as it is, at start-up.
+        let first = tokio::time::timeout(b.connection_timeout, spec.connect())
+            .await
+            .map_err(|_| Error::PoolTimeout {
+                waited: b.connection_timeout,
+            })?
+            .map_err(|e| Error::Unavailable {
+                backend: Service::Postgres,
+                source: Box::new(e),
+            })?;
+        let connect_errors = LastConnectError::default();
+        let pool = pool(&spec, b, connect_errors.clone()).await?;
+        // Refused only when the pool is full, which a new pool is not.
+        let _ = pool.add(PgConn {
+            conn: first,
+            broken: false,
+        });
+        Ok(PgBackend {
+            pool,
             spec,
             connection_timeout: b.connection_timeout,
-        };
-        drop(backend.conn().await?);
-        Ok(backend)
+            connect_errors,
+        })
     }
 
-    async fn conn(&self) -> Result<PooledConnection<'_, AsyncPgConnection>> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| errors::checkout(e, self.connection_timeout))
+    async fn conn(&self) -> Result<bb8::PooledConnection<'_, Manager>> {
+        self.pool.get().await.map_err(|e| {
+            errors::checkout(
+                e,
+                self.connection_timeout,
+                self.connect_errors.within(self.connection_timeout),
+            )
+        })
     }
 
     /// PostgreSQL checks unique indexes in creation order, so a row that
@@ -122,26 +160,26 @@ impl PgBackend {
 impl Backend for PgBackend {
     async fn create_user(&self, user: User) -> Result<User> {
         let email = user.email.clone();
-        let created = users::create(&mut *self.conn().await?, user).await;
+        let created = on_conn!(self, users::create, user);
         self.email_first(created, email.as_ref(), None).await
     }
 
     async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
         let email = user.email.clone();
-        let created = users::create_with_key(&mut *self.conn().await?, user, key).await;
+        let created = on_conn!(self, users::create_with_key, user, key);
         self.email_first(created, email.as_ref(), None).await
     }
 
     async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
-        users::get(&mut *self.conn().await?, id).await
+        on_conn!(self, users::get, id)
     }
 
     async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
-        users::find_by_email(&mut *self.conn().await?, email).await
+        on_conn!(self, users::find_by_email, email)
     }
 
     async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
-        users::find_by_wallet(&mut *self.conn().await?, wallet).await
+        on_conn!(self, users::find_by_wallet, wallet)
     }
 
     async fn update_user(
@@ -150,23 +188,23 @@ impl Backend for PgBackend {
         update: &UserUpdate,
         settings: &Settings,
     ) -> Result<User> {
-        users::update(&mut *self.conn().await?, id, update, settings).await
+        on_conn!(self, users::update, id, update, settings)
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<()> {
-        users::delete(&mut *self.conn().await?, id).await
+        on_conn!(self, users::delete, id)
     }
 
     async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
-        users::list(&mut *self.conn().await?, after, limit).await
+        on_conn!(self, users::list, after, limit)
     }
 
     async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
-        keys::insert_key(&mut *self.conn().await?, keys::KeyInsert::from(&row)).await
+        on_conn!(self, keys::insert_key, keys::KeyInsert::from(&row))
     }
 
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        keys::find_by_hash(&mut *self.conn().await?, hash).await
+        on_conn!(self, keys::find_by_hash, hash)
     }
 
     async fn touch_key(
@@ -175,27 +213,27 @@ impl Backend for PgBackend {
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> Result<()> {
-        keys::touch(&mut *self.conn().await?, id, now, stale_before).await
+        on_conn!(self, keys::touch, id, now, stale_before)
     }
 
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
-        keys::revoke(&mut *self.conn().await?, id, now).await
+        on_conn!(self, keys::revoke, id, now)
     }
 
     async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
-        keys::list(&mut *self.conn().await?, user_id).await
+        on_conn!(self, keys::list, user_id)
     }
 
     async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
-        keys::rotate(&mut *self.conn().await?, old_id, new, now).await
+        on_conn!(self, keys::rotate, old_id, new, now)
     }
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
-        keys::get(&mut *self.conn().await?, id).await
+        on_conn!(self, keys::get, id)
     }
 
     async fn insert_events(&self, batch: &[Event]) -> Result<()> {
-        events::insert(&mut *self.conn().await?, batch).await
+        on_conn!(self, events::insert, batch)
     }
 
     async fn list_events(
@@ -204,11 +242,11 @@ impl Backend for PgBackend {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        events::list(&mut *self.conn().await?, filter, after, limit).await
+        on_conn!(self, events::list, filter, after, limit)
     }
 
     async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
-        events::count(&mut *self.conn().await?, event_type, range).await
+        on_conn!(self, events::count, event_type, range)
     }
 
     async fn count_events_by_bucket(
@@ -217,7 +255,7 @@ impl Backend for PgBackend {
         range: TimeRange,
         event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>> {
-        events::count_by_bucket(&mut *self.conn().await?, bucket, range, event_type).await
+        on_conn!(self, events::count_by_bucket, bucket, range, event_type)
     }
 
     /// Runs diesel's synchronous migration harness on a blocking thread over
@@ -246,10 +284,7 @@ impl Backend for PgBackend {
     }
 
     async fn health(&self) -> Result<()> {
-        diesel::sql_query("SELECT 1")
-            .execute(&mut *self.conn().await?)
-            .await?;
-        Ok(())
+        on_conn!(self, health_check,)
     }
 
     fn pool_state(&self) -> Option<PoolState> {

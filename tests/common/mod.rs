@@ -181,7 +181,6 @@ impl TestDb {
     pub async fn store_with(&self, builder: StoreBuilder) -> Store {
         builder
             .database_url(self.url.clone())
-            .max_connections(8)
             .connect()
             .await
             .expect("connect to the test database")
@@ -189,7 +188,7 @@ impl TestDb {
 
     /// A store on this database with the default settings.
     pub async fn store(&self) -> Store {
-        self.store_with(Store::builder()).await
+        self.store_with(Store::builder().max_connections(8)).await
     }
 }
 

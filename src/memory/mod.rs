@@ -1,0 +1,288 @@
+//! The in-memory backend: everything the PostgreSQL backend stores, kept in
+//! this process's memory with the same semantics, for tests and for trying
+//! the crate without a database.
+//!
+//! # Layout
+//!
+//! Two tables behind two [`RwLock`]s:
+//!
+//! - [`Accounts`]: users and their API keys, with the indexes every lookup
+//!   needs (id, lower-case email, canonical wallet, key hash, a user's keys,
+//!   users in `(created_at, id)` order). Keys live beside users because the
+//!   operations that must be atomic (a user with their first key, deleting a
+//!   user with their keys) span both.
+//! - [`EventLog`]: events ordered by `(created_at, id)`, with per-user and
+//!   per-type indexes, so a user's newest events are a short reverse range
+//!   scan.
+//!
+//! Locks are always taken in that order (accounts, then events) and never
+//! held across an `.await` (no method awaits anything), so there is no
+//! deadlock and no lock is held while a task is parked. Every method checks
+//! everything that can fail before it changes anything, which is what makes
+//! a failed operation leave nothing behind, as a rolled-back transaction
+//! would.
+//!
+//! A panic while a lock is held would poison it; since no mutation can panic
+//! half-way (all checks come first), a poisoned lock's data is still
+//! consistent and is used as is.
+
+mod accounts;
+mod events;
+
+use std::fmt;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::backend::{Backend, NewKeyRow};
+use crate::error::{Entity, Error, Result};
+use crate::model::{
+    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
+    UserUpdate, WalletAddress,
+};
+use crate::store::{PoolState, Settings};
+
+use accounts::Accounts;
+use events::EventLog;
+
+/// A position in a `(created_at, id)` ordering: the sort key of users, keys
+/// and events. [`Uuid`]'s order is its bytes' order, as PostgreSQL's is.
+type Pos = (DateTime<Utc>, Uuid);
+
+/// The in-memory backend. See the module documentation.
+pub(crate) struct MemoryBackend {
+    accounts: RwLock<Accounts>,
+    events: RwLock<EventLog>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub(crate) fn new() -> Self {
+        MemoryBackend {
+            accounts: RwLock::new(Accounts::default()),
+            events: RwLock::new(EventLog::default()),
+        }
+    }
+
+    fn accounts(&self) -> RwLockReadGuard<'_, Accounts> {
+        self.accounts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn accounts_mut(&self) -> RwLockWriteGuard<'_, Accounts> {
+        self.accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn events(&self) -> RwLockReadGuard<'_, EventLog> {
+        self.events.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn events_mut(&self) -> RwLockWriteGuard<'_, EventLog> {
+        self.events.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts only: the contents (hashes included) are never printed.
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("MemoryBackend");
+        // `try_` so that formatting can never wait for (or deadlock on) a
+        // writer.
+        if let Ok(a) = self.accounts.try_read() {
+            d.field("users", &a.user_count())
+                .field("api_keys", &a.key_count());
+        }
+        if let Ok(e) = self.events.try_read() {
+            d.field("events", &e.len());
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+fn user_not_found(id: Uuid) -> Error {
+    Error::NotFound {
+        entity: Entity::User,
+        id,
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    async fn create_user(&self, user: User) -> Result<User> {
+        self.accounts_mut().insert_user(user.clone(), None)?;
+        Ok(user)
+    }
+
+    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
+        let api_key = key.key.clone();
+        self.accounts_mut().insert_user(user.clone(), Some(key))?;
+        Ok((user, api_key))
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+        Ok(self.accounts().user(id).cloned())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        Ok(self.accounts().user_by_email(email).cloned())
+    }
+
+    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
+        Ok(self.accounts().user_by_wallet(wallet).cloned())
+    }
+
+    async fn update_user(
+        &self,
+        id: Uuid,
+        update: &UserUpdate,
+        settings: &Settings,
+    ) -> Result<User> {
+        // Read, apply and write under one write lock: a concurrent update
+        // waits and then applies its change to this one's result.
+        self.accounts_mut().update_user(id, update, settings)
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<()> {
+        let mut accounts = self.accounts_mut();
+        if accounts.user(id).is_none() {
+            return Err(user_not_found(id));
+        }
+        // Both locks, in order, so that nobody sees the user gone with
+        // their events still attached (or the other way round).
+        let mut events = self.events_mut();
+        accounts.remove_user(id);
+        events.detach_user(id);
+        Ok(())
+    }
+
+    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
+        Ok(self.accounts().list_users(after, limit))
+    }
+
+    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
+        let key = row.key.clone();
+        self.accounts_mut().insert_key(row)?;
+        Ok(key)
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        Ok(self.accounts().key_by_hash(hash).cloned())
+    }
+
+    async fn touch_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<()> {
+        self.accounts_mut().touch_key(id, now, stale_before);
+        Ok(())
+    }
+
+    async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        self.accounts_mut().revoke_key(id, now)
+    }
+
+    async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
+        Ok(self.accounts().keys_of(user_id))
+    }
+
+    async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
+        self.accounts_mut().rotate_key(old_id, new, now)
+    }
+
+    async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        Ok(self.accounts().key(id).cloned())
+    }
+
+    async fn insert_events(&self, batch: &[Event]) -> Result<()> {
+        // The accounts read lock is held until the events are in, so no
+        // user named by the batch can be deleted in between (a foreign key
+        // check, as PostgreSQL does it).
+        let accounts = self.accounts();
+        if let Some(unknown) = batch
+            .iter()
+            .filter_map(|e| e.user_id)
+            .find(|&u| accounts.user(u).is_none())
+        {
+            return Err(user_not_found(unknown));
+        }
+        self.events_mut().insert(batch)
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        Ok(self.events().list(filter, after, limit))
+    }
+
+    async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
+        Ok(self.events().count(event_type, range))
+    }
+
+    async fn count_events_by_bucket(
+        &self,
+        bucket: TimeBucket,
+        range: TimeRange,
+        event_type: Option<&EventType>,
+    ) -> Result<Vec<BucketCount>> {
+        Ok(self.events().count_by_bucket(bucket, range, event_type))
+    }
+
+    async fn migrate(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn pool_state(&self) -> Option<PoolState> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use crate::model::NewUser;
+
+    #[tokio::test]
+    async fn debug_shows_counts_never_contents() {
+        let store = Store::in_memory();
+        let user = store
+            .users()
+            .create(NewUser::with_email("ada@example.com".parse().unwrap()))
+            .await
+            .unwrap();
+        let issued = store
+            .api_keys()
+            .issue(user.id, "billing", None)
+            .await
+            .unwrap();
+        let shown = format!("{store:?}");
+        assert!(shown.contains("users: 1"), "{shown}");
+        assert!(shown.contains("api_keys: 1"), "{shown}");
+        assert!(!shown.contains("ada@example.com"), "{shown}");
+        assert!(!shown.contains(&issued.secret.hash()), "{shown}");
+        assert!(!shown.contains(issued.secret.expose_secret()), "{shown}");
+    }
+
+    #[test]
+    fn the_backend_is_shareable() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<MemoryBackend>();
+    }
+}
