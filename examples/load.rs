@@ -87,9 +87,8 @@ fn histogram() -> Histogram<u64> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().map_err(|e| {
+    let args = parse_args().inspect_err(|_| {
         eprintln!("usage: load [--tasks N] [--pool N] [--seconds N] [--users N] [--keep]");
-        e
     })?;
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!("DATABASE_URL is not set: the load run needs PostgreSQL.");

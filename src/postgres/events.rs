@@ -34,10 +34,41 @@ impl From<EventRow> for Event {
     }
 }
 
+/// A new `events` row.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = events)]
+struct EventInsert<'a> {
+    id: Uuid,
+    user_id: Option<Uuid>,
+    event_type: &'a str,
+    payload: &'a Value,
+    created_at: DateTime<Utc>,
+}
+
+/// Inserts one event with a prepared (cached) statement, or a batch with
+/// [`insert_batch`].
+pub(super) async fn insert(conn: &mut AsyncPgConnection, batch: &[Event]) -> Result<()> {
+    let [event] = batch else {
+        return insert_batch(conn, batch).await;
+    };
+    diesel::insert_into(events::table)
+        .values(EventInsert {
+            id: event.id,
+            user_id: event.user_id,
+            event_type: event.event_type.as_str(),
+            payload: &event.payload,
+            created_at: event.created_at,
+        })
+        .execute(conn)
+        .await
+        .map_err(|e| classify(e, event.user_id))?;
+    Ok(())
+}
+
 /// Inserts the whole batch in one statement (so one round trip and one
 /// implicit transaction), passing each column as one array parameter: five
 /// parameters for any number of rows.
-pub(super) async fn insert(conn: &mut AsyncPgConnection, batch: &[Event]) -> Result<()> {
+async fn insert_batch(conn: &mut AsyncPgConnection, batch: &[Event]) -> Result<()> {
     let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
     let users: Vec<Option<Uuid>> = batch.iter().map(|e| e.user_id).collect();
     let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
@@ -145,7 +176,8 @@ pub(super) async fn count_by_bucket(
             sql.push_str(&format!(" AND {cond}{n}"));
         }
     }
-    sql.push_str(" GROUP BY 1, 2 ORDER BY 1, 2");
+    // Types sort bytewise, as in every backend, whatever the collation.
+    sql.push_str(" GROUP BY 1, 2 ORDER BY 1, event_type COLLATE \"C\"");
     let query = diesel::sql_query(sql)
         .into_boxed::<diesel::pg::Pg>()
         .bind::<Text, _>(bucket.as_sql());

@@ -188,7 +188,9 @@ impl Backend for PgBackend {
         update: &UserUpdate,
         settings: &Settings,
     ) -> Result<User> {
-        on_conn!(self, users::update, id, update, settings)
+        let updated = on_conn!(self, users::update, id, update, settings);
+        let email = update.email.as_ref().and_then(|e| e.as_ref());
+        self.email_first(updated, email, Some(id)).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<()> {

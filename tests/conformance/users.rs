@@ -590,6 +590,19 @@ pub async fn update_to_a_taken_identity_is_a_conflict(store: &Store, _clock: &Ma
             .await,
         Field::Email,
     );
+    // Email is reported first even when only its case differs (so only
+    // the case-insensitive index sees it) and the wallet matches exactly.
+    expect_conflict(
+        users
+            .update(
+                b.id,
+                UserUpdate::new()
+                    .email(email("A@Example.COM"))
+                    .wallet_address(nth_wallet(1)),
+            )
+            .await,
+        Field::Email,
+    );
     assert_unchanged(&before, &snapshot(store).await);
     assert_eq!(users.get(b.id).await.unwrap(), b);
 }
