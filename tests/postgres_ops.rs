@@ -566,7 +566,10 @@ async fn hot_queries_use_their_indexes() {
         .unwrap();
     // As autovacuum would: statistics, and the GIN index's pending list merged.
     for table in ["users", "api_keys", "events"] {
-        client.batch_execute(&format!("VACUUM ANALYZE {table}")).await.unwrap();
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await
+            .unwrap();
     }
     let user: uuid::Uuid = client
         .query_one("SELECT id FROM users LIMIT 1", &[])

@@ -12,11 +12,13 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 
 /// A position in a list ordered by `(created_at, id)`: the last item of a
 /// page. Pass it back to get the page after it. Its string form is opaque
-/// and URL-safe, for handing to HTTP clients.
+/// and URL-safe, for handing to HTTP clients; it keeps microseconds, the
+/// precision every stored timestamp has.
 ///
 /// ```
 /// use dreamnet_db::Cursor;
-/// let c = Cursor::new(chrono::Utc::now(), uuid::Uuid::now_v7());
+/// let at = "2026-11-25T10:00:00.123456Z".parse().unwrap();
+/// let c = Cursor::new(at, uuid::Uuid::now_v7());
 /// let back: Cursor = c.to_string().parse()?;
 /// assert_eq!(back, c);
 /// # Ok::<(), dreamnet_db::Error>(())
