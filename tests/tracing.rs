@@ -1,0 +1,97 @@
+//! Every repository call is traced with its operation, table, outcome and
+//! duration, and no trace ever carries a secret.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use dreamnet_db::{NewEvent, NewUser, Store};
+use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn calls_are_traced_without_secrets() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = Store::in_memory();
+    let user = store
+        .users()
+        .create(NewUser::with_email("trace@example.com".parse().unwrap()))
+        .await
+        .unwrap();
+    let issued = store
+        .api_keys()
+        .issue(user.id, "billing", None)
+        .await
+        .unwrap();
+    let secret = issued.secret.expose_secret().to_owned();
+    store.api_keys().validate(&secret).await.unwrap();
+    let wrong = format!("{}0", &secret[..secret.len() - 1]);
+    assert!(store.api_keys().validate(&wrong).await.is_err());
+    store
+        .events()
+        .record(
+            NewEvent::new("user.login".parse().unwrap(), json!({"ip": "203.0.113.7"}))
+                .user(user.id),
+        )
+        .await
+        .unwrap();
+
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        "op=\"create\"",
+        "table=\"users\"",
+        "op=\"issue\"",
+        "op=\"validate\"",
+        "table=\"api_keys\"",
+        "outcome=\"ok\"",
+        "outcome=\"unauthorized\"",
+        "op=\"record\"",
+        "table=\"events\"",
+        "duration_us=",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected} missing from the traces:\n{out}"
+        );
+    }
+    for secret_text in [
+        secret.as_str(),
+        &secret[4..],
+        wrong.as_str(),
+        &issued.secret.hash(),
+    ] {
+        assert!(
+            !out.contains(secret_text),
+            "a secret reached the traces:\n{out}"
+        );
+    }
+    assert!(!out.contains("203.0.113.7"), "arguments are not traced");
+}
