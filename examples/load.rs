@@ -134,12 +134,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let timeouts = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut handles = Vec::with_capacity(args.tasks);
     for t in 0..args.tasks {
         let (store, users, keys) = (store.clone(), users.clone(), keys.clone());
         let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+        let timeouts = timeouts.clone();
         handles.push(tokio::spawn(async move {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1));
             let mut hist = [histogram(), histogram(), histogram()];
@@ -148,20 +150,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let roll = rng.next() % 100;
                 let i = (rng.next() % users.len() as u64) as usize;
                 let began = Instant::now();
-                let (slot, ok) = if roll < 80 {
-                    (0, store.api_keys().validate(&keys[i]).await.is_ok())
+                let (slot, outcome) = if roll < 80 {
+                    (0, store.api_keys().validate(&keys[i]).await.map(drop))
                 } else if roll < 95 {
-                    (1, store.users().get(users[i]).await.is_ok())
+                    (1, store.users().get(users[i]).await.map(drop))
                 } else {
                     let event =
                         NewEvent::new(event_type.clone(), json!({"n": roll})).user(users[i]);
-                    (2, store.events().record(event).await.is_ok())
+                    (2, store.events().record(event).await.map(drop))
                 };
                 let micros = began.elapsed().as_micros() as u64;
                 hist[slot].saturating_record(micros.max(1));
                 done.fetch_add(1, Ordering::Relaxed);
-                if !ok {
+                if let Err(e) = outcome {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    if matches!(e, dreamnet_db::Error::PoolTimeout { .. }) {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             hist
@@ -207,10 +212,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     print_row("all", &all);
     let total = all.len();
     println!(
-        "\nthroughput: {:.0} ops/s over {:.1} s, {} errors",
+        "\nthroughput: {:.0} ops/s over {:.1} s, {} errors ({} of them pool timeouts)",
         total as f64 / elapsed,
         elapsed,
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        timeouts.load(Ordering::Relaxed)
     );
     let mean_ms = all.mean() / 1000.0;
     println!(

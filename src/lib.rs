@@ -42,6 +42,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod cache;
 mod clock;
 mod error;
 #[cfg(feature = "memory")]
@@ -50,6 +51,9 @@ mod model;
 mod postgres;
 mod store;
 
+pub use cache::CacheStats;
+#[cfg(feature = "redis")]
+pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{

@@ -78,6 +78,7 @@ pub struct PoolState {
 pub struct Store {
     backend: Arc<dyn Backend>,
     settings: Arc<Settings>,
+    cache: Option<Arc<crate::cache::Counters>>,
 }
 
 impl fmt::Debug for Store {
@@ -111,7 +112,14 @@ impl Store {
         Store {
             backend,
             settings: Arc::new(settings),
+            cache: None,
         }
+    }
+
+    /// The store with the counters of the cache its backend is wrapped in.
+    pub(crate) fn with_cache(mut self, cache: Option<Arc<crate::cache::Counters>>) -> Store {
+        self.cache = cache;
+        self
     }
 
     /// Users.
@@ -150,6 +158,13 @@ impl Store {
     /// The connection pool's state; `None` for the in-memory backend.
     pub fn pool_state(&self) -> Option<PoolState> {
         self.backend.pool_state()
+    }
+
+    /// How the Redis cache has done since the store was built: hits,
+    /// misses, errors, pending invalidations. `None` without a cache (see
+    /// `StoreBuilder::redis_url`, feature `redis`).
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.snapshot())
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -200,10 +215,15 @@ fn not_found(entity: Entity, id: Uuid) -> Error {
     Error::NotFound { entity, id }
 }
 
-/// A fresh time-ordered id (UUIDv7) stamped with `at`.
+/// A fresh time-ordered id (UUIDv7) stamped with `at`. Ids made within
+/// one millisecond still increase (a shared counter orders them), so the
+/// events of one batch list in the order they were given.
 pub(crate) fn new_id(at: DateTime<Utc>) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
     let ts = uuid::Timestamp::from_unix(
-        uuid::NoContext,
+        &*context,
         at.timestamp().max(0) as u64,
         at.timestamp_subsec_nanos(),
     );
@@ -336,6 +356,8 @@ impl ApiKeys<'_> {
         now: DateTime<Utc>,
     ) -> Result<(NewKeyRow, ApiKeySecret)> {
         check_service(service)?;
+        // Stored to the microsecond, like every timestamp: compare it so.
+        let expires_at = expires_at.map(|t| chrono::SubsecRound::trunc_subsecs(t, 6));
         if expires_at.is_some_and(|at| at <= now) {
             return Err(Error::invalid(Field::ExpiresAt, "must be in the future"));
         }
@@ -347,7 +369,7 @@ impl ApiKeys<'_> {
             prefix: secret.display_prefix(),
             created_at: now,
             last_used: None,
-            expires_at: expires_at.map(|t| chrono::SubsecRound::trunc_subsecs(t, 6)),
+            expires_at,
             revoked_at: None,
         };
         let hash = secret.hash();
@@ -470,7 +492,7 @@ pub struct Events<'a> {
 }
 
 impl Events<'_> {
-    fn to_row(&self, new: NewEvent, now: DateTime<Utc>) -> Result<Event> {
+    fn event_row(&self, new: NewEvent, now: DateTime<Utc>) -> Result<Event> {
         check_document(
             Field::Payload,
             &new.payload,
@@ -490,7 +512,7 @@ impl Events<'_> {
     /// not exist.
     pub async fn record(&self, new: NewEvent) -> Result<Event> {
         traced("record", "events", async {
-            let event = self.to_row(new, self.store.now())?;
+            let event = self.event_row(new, self.store.now())?;
             self.store
                 .backend
                 .insert_events(std::slice::from_ref(&event))
@@ -507,7 +529,7 @@ impl Events<'_> {
             let now = self.store.now();
             let rows = batch
                 .into_iter()
-                .map(|e| self.to_row(e, now))
+                .map(|e| self.event_row(e, now))
                 .collect::<Result<Vec<_>>>()?;
             if !rows.is_empty() {
                 self.store.backend.insert_events(&rows).await?;
@@ -601,6 +623,8 @@ pub struct StoreBuilder {
     pub(crate) max_payload_bytes: usize,
     pub(crate) last_used_resolution: Duration,
     pub(crate) clock: SharedClock,
+    #[cfg(feature = "redis")]
+    pub(crate) cache: crate::cache::CacheSettings,
 }
 
 impl Default for StoreBuilder {
@@ -617,28 +641,32 @@ impl Default for StoreBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             last_used_resolution: DEFAULT_LAST_USED_RESOLUTION,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "redis")]
+            cache: Default::default(),
         }
     }
 }
 
 impl fmt::Debug for StoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreBuilder")
-            .field(
-                "database_url",
-                &self.database_url.as_ref().map(|_| "[REDACTED]"),
-            )
-            .field("max_connections", &self.max_connections)
-            .field("min_idle", &self.min_idle)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("statement_cache", &self.statement_cache)
-            .field("run_migrations", &self.run_migrations)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("last_used_resolution", &self.last_used_resolution)
-            .field("clock", &self.clock)
-            .finish()
+        let mut d = f.debug_struct("StoreBuilder");
+        d.field(
+            "database_url",
+            &self.database_url.as_ref().map(|_| "[REDACTED]"),
+        )
+        .field("max_connections", &self.max_connections)
+        .field("min_idle", &self.min_idle)
+        .field("idle_timeout", &self.idle_timeout)
+        .field("connection_timeout", &self.connection_timeout)
+        .field("max_lifetime", &self.max_lifetime)
+        .field("statement_cache", &self.statement_cache)
+        .field("run_migrations", &self.run_migrations)
+        .field("max_payload_bytes", &self.max_payload_bytes)
+        .field("last_used_resolution", &self.last_used_resolution)
+        .field("clock", &self.clock);
+        #[cfg(feature = "redis")]
+        d.field("cache", &self.cache);
+        d.finish()
     }
 }
 
@@ -732,8 +760,12 @@ impl StoreBuilder {
     /// Connects to PostgreSQL: builds the pool, checks that a connection can
     /// be made, and applies migrations if asked to.
     pub async fn connect(self) -> Result<Store> {
-        let backend = crate::postgres::PgBackend::connect(&self).await?;
-        let store = Store::from_backend(Arc::new(backend), self.settings());
+        let backend: Arc<dyn Backend> = Arc::new(crate::postgres::PgBackend::connect(&self).await?);
+        #[cfg(feature = "redis")]
+        let (backend, cache) = crate::cache::layer(&self.cache, backend).await?;
+        #[cfg(not(feature = "redis"))]
+        let cache = None;
+        let store = Store::from_backend(backend, self.settings()).with_cache(cache);
         if self.run_migrations {
             store.migrate().await?;
         }

@@ -11,7 +11,7 @@ use dreamnet_db::StoreBuilder;
 
 async fn postgres(builder: StoreBuilder) -> Option<Harness> {
     let db = common::pg_db().await?;
-    let store = db.store_with(builder).await;
+    let store = db.store_with(builder.max_connections(10)).await;
     Some(Harness::new(store, db))
 }
 

@@ -9,6 +9,7 @@ mod keys;
 mod schema;
 mod users;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,6 +43,7 @@ const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
 /// the connection gone, the pool drops it instead of handing it out again.
 macro_rules! on_conn {
     ($self:ident, $f:path, $($arg:expr),*) => {{
+        let _turn = $self.turn().await?;
         let mut guard = $self.conn().await?;
         let result = $f(&mut guard.conn, $($arg),*).await;
         if matches!(result, Err(Error::Unavailable { .. })) {
@@ -62,6 +64,11 @@ pub(crate) struct PgBackend {
     spec: ConnectSpec,
     connection_timeout: Duration,
     connect_errors: LastConnectError,
+    /// One permit per connection, handed out first come, first served, so
+    /// that under overload no caller starves while others barge ahead.
+    turns: tokio::sync::Semaphore,
+    waits: AtomicU64,
+    timeouts: AtomicU64,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -104,7 +111,29 @@ impl PgBackend {
             spec,
             connection_timeout: b.connection_timeout,
             connect_errors,
+            turns: tokio::sync::Semaphore::new(b.max_connections.max(1) as usize),
+            waits: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
         })
+    }
+
+    /// Waits, in arrival order, for a turn at one of the pool's
+    /// connections: at most `connection_timeout`, then
+    /// [`Error::PoolTimeout`].
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(permit) = self.turns.try_acquire() {
+            return Ok(permit);
+        }
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.connection_timeout, self.turns.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(Error::PoolTimeout {
+                    waited: self.connection_timeout,
+                })
+            }
+        }
     }
 
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, Manager>> {
@@ -295,8 +324,9 @@ impl Backend for PgBackend {
             connections: s.connections,
             idle: s.idle_connections,
             in_use: s.connections.saturating_sub(s.idle_connections),
-            waits: s.statistics.get_waited,
-            timeouts: s.statistics.get_timed_out,
+            waits: AtomicU64::load(&self.waits, Ordering::Relaxed) + s.statistics.get_waited,
+            timeouts: AtomicU64::load(&self.timeouts, Ordering::Relaxed)
+                + s.statistics.get_timed_out,
         })
     }
 }

@@ -1,0 +1,519 @@
+//! The Redis cache under a skewed (Zipf) read workload over 100,000 users
+//! and their API keys: the hit ratio it reaches, and the latency of a cached
+//! user read and a cached key validation beside a plain Redis `GET` (and the
+//! same reads without the cache), in one run. Latency is measured twice:
+//! percentiles with the five reads taken in turn (so they share the
+//! machine's load), then criterion, one read after the other.
+//!
+//! ```text
+//! DATABASE_URL=postgres://postgres@127.0.0.1/dreamnet_bench cargo bench --features redis --bench cache
+//! ```
+//!
+//! `DATABASE_URL` must name a database the benchmark may fill: it is
+//! migrated and seeded (once) with 100,000 users and one API key each
+//! (`cachebench-*` emails, service `cachebench`). Redis is `REDIS_URL`, or
+//! `redis://127.0.0.1:6379`; the benchmark writes under a prefix of its own
+//! and deletes it when done. Skipped, with a line saying so, without
+//! `DATABASE_URL`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::Criterion;
+use dreamnet_db::{ApiKeySecret, CacheStats, Store};
+use serde_json::json;
+use tokio::runtime::Runtime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+const USERS: usize = 100_000;
+/// The Zipf exponent: 1.0 is the classic "a few are very hot, most are
+/// cold" of user traffic.
+const ZIPF_S: f64 = 1.0;
+/// Reads per phase of the hit-ratio run.
+const READS: usize = 200_000;
+/// Concurrent tasks issuing them, as a busy service's handlers would.
+const TASKS: usize = 16;
+
+struct Data {
+    url: String,
+    redis_url: String,
+    users: Vec<Uuid>,
+    keys: Vec<String>,
+}
+
+fn key_for(i: usize) -> String {
+    let digest = ApiKeySecret::parse(&format!("cache-bench-seed-{i}"))
+        .expect("printable")
+        .hash();
+    format!("dnk_{digest}")
+}
+
+async fn raw(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("raw connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+async fn seed(url: &str) -> (Vec<Uuid>, Vec<String>) {
+    let store = Store::builder()
+        .database_url(url)
+        .max_connections(2)
+        .connect()
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let client = raw(url).await;
+    let have: i64 = client
+        .query_one(
+            "SELECT count(*) FROM users WHERE email LIKE 'cachebench-%@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if have as usize != USERS {
+        println!("seeding {USERS} users and keys (once)…");
+        let started = Instant::now();
+        client
+            .batch_execute(
+                "DELETE FROM api_keys WHERE service = 'cachebench';
+                 UPDATE events SET user_id = NULL WHERE user_id IN
+                     (SELECT id FROM users WHERE email LIKE 'cachebench-%@example.com');
+                 DELETE FROM users WHERE email LIKE 'cachebench-%@example.com';",
+            )
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::now_v7()).collect();
+        let sink = client
+            .copy_in(
+                "COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) \
+                 FROM STDIN BINARY",
+            )
+            .await
+            .unwrap();
+        let types = [
+            Type::UUID,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::JSONB,
+            Type::JSONB,
+        ];
+        let w = BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(w);
+        let meta = json!({"source": "signup", "plan": "free"});
+        let prefs = json!({"theme": "dark", "lang": "en"});
+        for (i, id) in ids.iter().enumerate() {
+            let email = format!("cachebench-{i}@example.com");
+            let row: [&(dyn ToSql + Sync); 7] = [id, &email, &"visitor", &now, &now, &meta, &prefs];
+            w.as_mut().write(&row).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        let sink = client
+            .copy_in(
+                "COPY api_keys (id, user_id, service, hashed_key, created_at, key_prefix) \
+                 FROM STDIN BINARY",
+            )
+            .await
+            .unwrap();
+        let types = [
+            Type::UUID,
+            Type::UUID,
+            Type::VARCHAR,
+            Type::VARCHAR,
+            Type::TIMESTAMPTZ,
+            Type::VARCHAR,
+        ];
+        let w = BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(w);
+        for (i, user) in ids.iter().enumerate() {
+            let key = ApiKeySecret::parse(&key_for(i)).unwrap();
+            let row: [&(dyn ToSql + Sync); 6] = [
+                &Uuid::now_v7(),
+                user,
+                &"cachebench",
+                &key.hash(),
+                &now,
+                &key.display_prefix(),
+            ];
+            w.as_mut().write(&row).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        client
+            .batch_execute("ANALYZE users; ANALYZE api_keys;")
+            .await
+            .unwrap();
+        println!("seeded in {:.1?}", started.elapsed());
+    }
+    let rows = client
+        .query(
+            "SELECT id, (regexp_match(email, 'cachebench-([0-9]+)@'))[1]::int \
+             FROM users WHERE email LIKE 'cachebench-%@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut users = vec![Uuid::nil(); USERS];
+    for r in rows {
+        let i: i32 = r.get(1);
+        users[i as usize] = r.get(0);
+    }
+    (users, (0..USERS).map(key_for).collect())
+}
+
+/// xorshift64*: a small, seeded, reproducible random source.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Draws ranks 0..n with probability proportional to 1 / (rank + 1)^s.
+struct Zipf {
+    cdf: Arc<Vec<f64>>,
+    rng: Rng,
+}
+
+impl Zipf {
+    fn cdf(n: usize, s: f64) -> Arc<Vec<f64>> {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += 1.0 / (k as f64).powf(s);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Arc::new(cdf)
+    }
+
+    fn next(&mut self) -> usize {
+        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// A fixed shuffle of 0..n, so rank (hotness) is unrelated to seeding
+/// order.
+fn permutation(n: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+fn main() {
+    let Ok(mut url) = std::env::var("DATABASE_URL") else {
+        eprintln!(
+            "benches/cache skipped: set DATABASE_URL to a PostgreSQL database it may fill \
+             (100,000 users and keys), and have Redis at REDIS_URL or 127.0.0.1:6379, to run it"
+        );
+        return;
+    };
+    if !url.contains("sslmode=") {
+        url.push_str(if url.contains('?') {
+            "&sslmode=disable"
+        } else {
+            "?sslmode=disable"
+        });
+    }
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (users, keys) = rt.block_on(seed(&url));
+    let data = Data {
+        url,
+        redis_url,
+        users,
+        keys,
+    };
+    let prefix = format!("dreamnet-bench:{}:", Uuid::new_v4().simple());
+    let cached = rt
+        .block_on(
+            Store::builder()
+                .database_url(data.url.clone())
+                .max_connections(TASKS as u32)
+                .redis_url(data.redis_url.clone())
+                .cache_prefix(prefix.clone())
+                .connect(),
+        )
+        .expect("connect with Redis");
+
+    hit_ratio(&rt, &data, &cached);
+
+    let mut c = Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    latency(&mut c, &rt, &data, &cached, &prefix);
+    c.final_summary();
+    rt.block_on(drop_prefix(&data.redis_url, &prefix));
+}
+
+fn delta(after: CacheStats, before: CacheStats) -> (u64, u64, u64) {
+    (
+        after.hits - before.hits,
+        after.misses - before.misses,
+        after.bypassed - before.bypassed,
+    )
+}
+
+/// Runs `READS` Zipf-distributed reads on `TASKS` tasks; prints the hit
+/// ratio and throughput of the phase.
+fn phase(rt: &Runtime, store: &Store, data: &Data, what: &str, keys: bool, seed: u64) {
+    let order = Arc::new(permutation(USERS));
+    let cdf = Zipf::cdf(USERS, ZIPF_S);
+    let users = Arc::new(data.users.clone());
+    let secrets = Arc::new(data.keys.clone());
+    let before = store.cache_stats().unwrap();
+    let started = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (store, order, users, secrets) =
+                    (store.clone(), order.clone(), users.clone(), secrets.clone());
+                let mut zipf = Zipf {
+                    cdf: cdf.clone(),
+                    rng: Rng((seed << 8) + t as u64 + 1),
+                };
+                tokio::spawn(async move {
+                    for _ in 0..READS / TASKS {
+                        let i = order[zipf.next()];
+                        if keys {
+                            store.api_keys().validate(&secrets[i]).await.unwrap();
+                        } else {
+                            store.users().get(users[i]).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let elapsed = started.elapsed();
+    let (hits, misses, bypassed) = delta(store.cache_stats().unwrap(), before);
+    let reads = hits + misses + bypassed;
+    println!(
+        "{what:<34} {reads} reads in {elapsed:.1?} ({:.0}/s): hits {hits}, misses {misses}, \
+         bypassed {bypassed}, hit ratio {:.1} %",
+        reads as f64 / elapsed.as_secs_f64(),
+        100.0 * hits as f64 / reads.max(1) as f64
+    );
+}
+
+fn hit_ratio(rt: &Runtime, data: &Data, store: &Store) {
+    println!(
+        "\nhit ratio: Zipf s = {ZIPF_S} over {USERS} users, {READS} reads per phase on {TASKS} tasks, \
+         starting from an empty cache"
+    );
+    // Keys validated within the last minute are not written again: keep
+    // the phases on the read path a busy key takes.
+    let client = rt.block_on(raw(&data.url));
+    rt.block_on(client.execute(
+        "UPDATE api_keys SET last_used = now() WHERE service = 'cachebench'",
+        &[],
+    ))
+    .unwrap();
+    phase(rt, store, data, "users.get, cold start", false, 1);
+    phase(rt, store, data, "users.get, warm", false, 1_000);
+    phase(rt, store, data, "api_keys.validate, cold start", true, 2);
+    phase(rt, store, data, "api_keys.validate, warm", true, 2_000);
+    let total = store.cache_stats().unwrap();
+    println!(
+        "all phases: hit ratio {:.1} %, {total:?}\n",
+        100.0 * total.hit_ratio().unwrap_or(0.0)
+    );
+}
+
+fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix: &str) {
+    // The hottest user and key: cached after the phases above.
+    let hot = permutation(USERS)[0];
+    let (user, key) = (data.users[hot], data.keys[hot].clone());
+    rt.block_on(async {
+        cached.users().get(user).await.unwrap();
+        for _ in 0..3 {
+            cached.api_keys().validate(&key).await.unwrap();
+        }
+    });
+    let plain = rt
+        .block_on(
+            Store::builder()
+                .database_url(data.url.clone())
+                .max_connections(1)
+                .connect(),
+        )
+        .expect("connect");
+    let redis = rt
+        .block_on(
+            redis::Client::open(data.redis_url.as_str())
+                .unwrap()
+                .get_connection_manager(),
+        )
+        .expect("redis");
+    let record_key = format!("{prefix}u:{}", user.simple());
+
+    interleaved(rt, cached, &plain, &redis, user, &key, &record_key);
+
+    let mut g = c.benchmark_group("cache");
+    g.bench_function("redis_get_plain", |b| {
+        b.to_async(rt).iter(|| {
+            let mut redis = redis.clone();
+            let record_key = record_key.clone();
+            async move {
+                let v: Option<String> = redis::cmd("GET")
+                    .arg(&record_key)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                v.expect("the hot user is cached")
+            }
+        })
+    });
+    g.bench_function("users_get_cached", |b| {
+        b.to_async(rt)
+            .iter(|| async { cached.users().get(user).await.unwrap() })
+    });
+    g.bench_function("api_keys_validate_cached", |b| {
+        b.to_async(rt)
+            .iter(|| async { cached.api_keys().validate(&key).await.unwrap() })
+    });
+    g.bench_function("users_get_postgres_only", |b| {
+        b.to_async(rt)
+            .iter(|| async { plain.users().get(user).await.unwrap() })
+    });
+    g.bench_function("api_keys_validate_postgres_only", |b| {
+        b.to_async(rt)
+            .iter(|| async { plain.api_keys().validate(&key).await.unwrap() })
+    });
+    g.finish();
+    let s = cached.cache_stats().unwrap();
+    println!("cache after the latency runs: {s:?}");
+}
+
+/// The same five reads taken in turn, round after round, so that all see
+/// the same machine load: percentiles per read.
+fn interleaved(
+    rt: &Runtime,
+    cached: &Store,
+    plain: &Store,
+    redis: &redis::aio::ConnectionManager,
+    user: Uuid,
+    key: &str,
+    record_key: &str,
+) {
+    const ROUNDS: usize = 20_000;
+    let names = [
+        "redis GET (plain)",
+        "users.get, cached",
+        "api_keys.validate, cached",
+        "users.get, PostgreSQL only",
+        "api_keys.validate, PostgreSQL only",
+    ];
+    let mut hists: Vec<hdrhistogram::Histogram<u64>> = names
+        .iter()
+        .map(|_| hdrhistogram::Histogram::new(3).unwrap())
+        .collect();
+    let before = cached.cache_stats().unwrap();
+    rt.block_on(async {
+        let mut redis = redis.clone();
+        for _ in 0..ROUNDS {
+            for (i, hist) in hists.iter_mut().enumerate() {
+                let start = Instant::now();
+                match i {
+                    0 => {
+                        let v: Option<String> = redis::cmd("GET")
+                            .arg(record_key)
+                            .query_async(&mut redis)
+                            .await
+                            .unwrap();
+                        assert!(v.is_some(), "the hot user is cached");
+                    }
+                    1 => drop(cached.users().get(user).await.unwrap()),
+                    2 => drop(cached.api_keys().validate(key).await.unwrap()),
+                    3 => drop(plain.users().get(user).await.unwrap()),
+                    _ => drop(plain.api_keys().validate(key).await.unwrap()),
+                }
+                hist.record(start.elapsed().as_nanos() as u64).unwrap();
+            }
+        }
+    });
+    let after = cached.cache_stats().unwrap();
+    println!(
+        "\nlatency, {ROUNDS} rounds of the five reads in turn on one task (µs; cached reads: \
+         {} hits, {} misses):",
+        after.hits - before.hits,
+        after.misses - before.misses
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>8} {:>8}",
+        "", "p50", "p90", "p99", "mean"
+    );
+    for (name, h) in names.iter().zip(&hists) {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        println!(
+            "{name:<36} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.9)),
+            us(h.value_at_quantile(0.99)),
+            h.mean() / 1000.0
+        );
+    }
+    println!();
+}
+
+/// Deletes everything the benchmark wrote to Redis.
+async fn drop_prefix(redis_url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cursor = 0u64;
+    loop {
+        let Ok((next, found)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !found.is_empty() {
+            let _: Result<i64, _> = redis::cmd("UNLINK").arg(found).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}

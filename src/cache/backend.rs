@@ -1,0 +1,393 @@
+//! `CachedBackend`: a storage backend that answers user and API key reads
+//! from Redis and passes everything else to the backend it wraps,
+//! invalidating what each write changed once the write has committed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::client::{Invalidation, Lookup, RedisCache};
+use crate::backend::{Backend, NewKeyRow};
+use crate::error::Result;
+use crate::model::{
+    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
+    UserUpdate, WalletAddress,
+};
+use crate::store::{PoolState, Settings};
+
+/// The Redis cache in front of another backend. See the module
+/// documentation of `cache`.
+pub(crate) struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    cache: Arc<RedisCache>,
+}
+
+impl fmt::Debug for CachedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedBackend")
+            .field("inner", &self.inner)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// How a user is looked up through an index entry.
+#[derive(Clone, Copy)]
+enum Identity<'a> {
+    Email(&'a Email),
+    Wallet(&'a WalletAddress),
+}
+
+impl Identity<'_> {
+    /// Whether `user` has this identity now (an index entry may be older
+    /// than the user's last change of email or wallet).
+    fn belongs_to(&self, user: &User) -> bool {
+        match self {
+            Identity::Email(e) => user.email.as_ref() == Some(*e),
+            Identity::Wallet(w) => user.wallet_address.as_ref() == Some(*w),
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).ok()
+}
+
+fn decode<T: DeserializeOwned>(json: &str) -> Option<T> {
+    match serde_json::from_str(json) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(
+                target: "dreamnet_db::cache",
+                error = %e,
+                "a cached record could not be read; reading from the database"
+            );
+            None
+        }
+    }
+}
+
+impl CachedBackend {
+    pub(crate) fn new(inner: Arc<dyn Backend>, cache: Arc<RedisCache>) -> Self {
+        CachedBackend { inner, cache }
+    }
+
+    fn hit(&self) {
+        self.cache.count(|c| &c.hits);
+    }
+
+    fn miss(&self) {
+        self.cache.count(|c| &c.misses);
+    }
+
+    fn bypass(&self) {
+        self.cache.count(|c| &c.bypassed);
+    }
+
+    /// Reads user `id` from the inner backend under a fill lease, and
+    /// fills the cache with it if no write came in between.
+    async fn read_user_through(&self, id: Uuid) -> Result<Option<User>> {
+        let lease = self.cache.lease(&self.cache.keys().user(id)).await;
+        let user = self.inner.get_user(id).await?;
+        if let (Some(lease), Some(user)) = (lease, &user) {
+            if let Some(json) = encode(user) {
+                self.cache.fill(lease, &json).await;
+            }
+        }
+        Ok(user)
+    }
+
+    /// A user by email or wallet: index entry, then record, each checked.
+    async fn find_user(&self, identity: Identity<'_>) -> Result<Option<User>> {
+        let index = match identity {
+            Identity::Email(e) => self.cache.keys().email(e),
+            Identity::Wallet(w) => self.cache.keys().wallet(w),
+        };
+        let prefix = self.cache.keys().user_record_prefix();
+        let found = self.cache.follow(&index, &prefix).await;
+        let indexed = matches!(found, Lookup::Hit(_));
+        match found {
+            Lookup::Down => {
+                self.bypass();
+                return self.find_user_in_inner(identity).await;
+            }
+            Lookup::Hit((id, Some(json))) => {
+                if let Some(user) = decode::<User>(&json) {
+                    if user.id == id && identity.belongs_to(&user) {
+                        self.hit();
+                        return Ok(Some(user));
+                    }
+                }
+                self.miss();
+            }
+            Lookup::Hit((id, None)) => {
+                // The index is cached, the record is not: read the record
+                // by id, which fills it for the next lookup.
+                self.miss();
+                if let Some(user) = self.read_user_through(id).await? {
+                    if identity.belongs_to(&user) {
+                        return Ok(Some(user));
+                    }
+                }
+            }
+            Lookup::Miss => self.miss(),
+        }
+        // Through the index: lease it, read, then point it at the user and
+        // cache the user's record, unless a write came in between.
+        let lease = self.cache.lease(&index).await;
+        let user = self.find_user_in_inner(identity).await?;
+        match (&user, lease) {
+            (Some(user), Some(lease)) => {
+                let record = self.cache.keys().user(user.id);
+                if let Some(json) = encode(user) {
+                    self.cache
+                        .fill_via_index(lease, user.id, &record, &json, None)
+                        .await;
+                }
+            }
+            (Some(user), None) => self.cache.set_index(&index, user.id).await,
+            // An index entry left from before an email or wallet change.
+            (None, _) if indexed => self.cache.drop_index(&index).await,
+            (None, _) => {}
+        }
+        Ok(user)
+    }
+
+    async fn find_user_in_inner(&self, identity: Identity<'_>) -> Result<Option<User>> {
+        match identity {
+            Identity::Email(e) => self.inner.find_user_by_email(e).await,
+            Identity::Wallet(w) => self.inner.find_user_by_wallet(w).await,
+        }
+    }
+
+    async fn invalidate_user(&self, id: Uuid) {
+        self.cache
+            .invalidate(Invalidation::Record(self.cache.keys().user(id)))
+            .await;
+    }
+
+    async fn invalidate_key(&self, id: Uuid) {
+        self.cache
+            .invalidate(Invalidation::Record(self.cache.keys().key(id)))
+            .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for CachedBackend {
+    // ---- users ----
+
+    /// Misses are never cached, so a new user has nothing to invalidate.
+    async fn create_user(&self, user: User) -> Result<User> {
+        self.inner.create_user(user).await
+    }
+
+    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
+        self.inner.create_user_with_key(user, key).await
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+        match self.cache.get(&self.cache.keys().user(id)).await {
+            Lookup::Hit(json) => {
+                if let Some(user) = decode::<User>(&json).filter(|u| u.id == id) {
+                    self.hit();
+                    return Ok(Some(user));
+                }
+                self.miss();
+            }
+            Lookup::Miss => self.miss(),
+            Lookup::Down => {
+                self.bypass();
+                return self.inner.get_user(id).await;
+            }
+        }
+        self.read_user_through(id).await
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        self.find_user(Identity::Email(email)).await
+    }
+
+    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
+        self.find_user(Identity::Wallet(wallet)).await
+    }
+
+    /// Invalidates the user's record whatever the outcome (an error may
+    /// come after the commit). Index entries of the old email or wallet
+    /// need nothing: they lead to this record, which no longer matches.
+    async fn update_user(
+        &self,
+        id: Uuid,
+        update: &UserUpdate,
+        settings: &Settings,
+    ) -> Result<User> {
+        let result = self.inner.update_user(id, update, settings).await;
+        self.invalidate_user(id).await;
+        result
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<()> {
+        // The keys the deletion takes with it, as far as the database knows
+        // now; the Redis side also knows which of them it has cached.
+        let keys = match self.inner.list_keys(id).await {
+            Ok(keys) => keys.into_iter().map(|k| k.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let result = self.inner.delete_user(id).await;
+        self.cache
+            .invalidate(Invalidation::UserDeleted { user: id, keys })
+            .await;
+        result
+    }
+
+    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
+        self.inner.list_users(after, limit).await
+    }
+
+    // ---- API keys ----
+
+    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
+        self.inner.insert_key(row).await
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let index = self.cache.keys().key_by_hash(hash);
+        let prefix = self.cache.keys().key_record_prefix();
+        match self.cache.follow(&index, &prefix).await {
+            Lookup::Down => {
+                self.bypass();
+                self.inner.find_key_by_hash(hash).await
+            }
+            Lookup::Hit((id, Some(json))) => {
+                if let Some(key) = decode::<ApiKey>(&json).filter(|k| k.id == id) {
+                    self.hit();
+                    return Ok(Some(key));
+                }
+                self.miss();
+                self.inner.find_key_by_hash(hash).await
+            }
+            Lookup::Hit((id, None)) => {
+                // A key's id never changes for its hash: take the lease on
+                // the record, then read it.
+                self.miss();
+                let lease = self.cache.lease(&self.cache.keys().key(id)).await;
+                let key = self.inner.find_key_by_hash(hash).await?;
+                match (&key, lease) {
+                    (Some(k), Some(lease)) if k.id == id => {
+                        if let Some(json) = encode(k) {
+                            self.cache.fill_key(lease, &json, k.id, k.user_id).await;
+                        }
+                    }
+                    (Some(k), _) if k.id != id => self.cache.set_index(&index, k.id).await,
+                    (Some(_), _) => {}
+                    // The key is gone (its user was deleted).
+                    (None, _) => self.cache.drop_index(&index).await,
+                }
+                Ok(key)
+            }
+            Lookup::Miss => {
+                // Lease the index, read, then point it at the key and cache
+                // the key's record, unless a write came in between.
+                self.miss();
+                let lease = self.cache.lease(&index).await;
+                let key = self.inner.find_key_by_hash(hash).await?;
+                match (&key, lease) {
+                    (Some(k), Some(lease)) => {
+                        let record = self.cache.keys().key(k.id);
+                        if let Some(json) = encode(k) {
+                            self.cache
+                                .fill_via_index(lease, k.id, &record, &json, Some(k.user_id))
+                                .await;
+                        }
+                    }
+                    (Some(k), None) => self.cache.set_index(&index, k.id).await,
+                    (None, _) => {}
+                }
+                Ok(key)
+            }
+        }
+    }
+
+    /// `last_used` moved: drop the cached record, so the next validation
+    /// reads (and caches) the new one instead of touching again.
+    async fn touch_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<()> {
+        let result = self.inner.touch_key(id, now, stale_before).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        let result = self.inner.revoke_key(id, now).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
+        self.inner.list_keys(user_id).await
+    }
+
+    async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
+        let result = self.inner.rotate_key(old_id, new, now).await;
+        self.invalidate_key(old_id).await;
+        result
+    }
+
+    async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        self.inner.get_key(id).await
+    }
+
+    // ---- events ----
+
+    async fn insert_events(&self, events: &[Event]) -> Result<()> {
+        self.inner.insert_events(events).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.inner.list_events(filter, after, limit).await
+    }
+
+    async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
+        self.inner.count_events(event_type, range).await
+    }
+
+    async fn count_events_by_bucket(
+        &self,
+        bucket: TimeBucket,
+        range: TimeRange,
+        event_type: Option<&EventType>,
+    ) -> Result<Vec<BucketCount>> {
+        self.inner
+            .count_events_by_bucket(bucket, range, event_type)
+            .await
+    }
+
+    // ---- operations ----
+
+    async fn migrate(&self) -> Result<Vec<String>> {
+        self.inner.migrate().await
+    }
+
+    /// The inner backend's health: Redis being down does not make the
+    /// store unable to serve.
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
+    fn pool_state(&self) -> Option<PoolState> {
+        self.inner.pool_state()
+    }
+}

@@ -1,0 +1,390 @@
+//! The Redis cache (feature `redis`): the hottest reads, "who is this user"
+//! and "is this API key valid", answered from Redis, and never stale after a
+//! write that returned success.
+//!
+//! The cache is a decorator: `CachedBackend` is itself a storage backend
+//! that wraps another (PostgreSQL, or memory in tests), so the [`Store`]
+//! and handler code are the same with or without it. Turn it on with
+//! [`StoreBuilder::redis_url`]; [`Store::cache_stats`] shows how it does.
+//!
+//! # What is cached
+//!
+//! - Users by id (the record), by email and by wallet address (an index
+//!   entry holding the user's id, which leads to the record).
+//! - API keys by hash (an index entry holding the key's id) and by id (the
+//!   key's record, without any hash). The store still checks revocation,
+//!   expiry and the service against its clock on every validation, so a
+//!   cached record never outlives its key's expiry.
+//! - Misses are never cached: a lookup that finds nothing asks the database
+//!   again next time, so creating a user or issuing a key has nothing to
+//!   invalidate.
+//!
+//! Index entries are checked, not trusted: a user found through the email
+//! index is used only if the record says it has that email, and key ids
+//! never change for a hash. So only records need invalidating, and an index
+//! entry left over from an old email or wallet address can cost a database
+//! read but never returns the wrong user.
+//!
+//! # Invalidation, and the stale-fill race
+//!
+//! Every write that changes a cached record deletes it from Redis after the
+//! database has committed: updating or deleting a user, revoking, rotating
+//! or touching (`last_used`) a key, and deleting a user's keys with them.
+//!
+//! Deleting is not enough on its own. A reader that misses, reads the
+//! database, and is then overtaken by a writer that commits and deletes,
+//! would put the old value back. Fills are therefore leased: a reader that
+//! misses first sets `{record}:lease` to a random token (`SET NX PX`), then
+//! reads the database, then fills with a Lua script that writes the record
+//! only if the lease still holds its token. An invalidation deletes the
+//! record *and* its lease, so a fill that started before it is refused. The
+//! lease's expiry can only make a fill fail, never succeed: no clock
+//! decides correctness. Keys leave their user's deletion no way back in
+//! either: a deleted user gets a tombstone that outlives every lease taken
+//! before it, and a key record is filled only if its user has none.
+//!
+//! # When Redis is down or slow
+//!
+//! Every Redis call is bounded by [`StoreBuilder::redis_timeout`]. A call
+//! that fails or times out counts an error, logs a `warn` (at most once per
+//! outage) and answers from the database; the cache is then skipped for a
+//! quarter of a second before Redis is tried again. Writes still succeed.
+//!
+//! An invalidation that cannot reach Redis is not dropped: it is kept in
+//! this process's pending set, and until every pending invalidation has been
+//! carried out in Redis, this process reads from the database only (and
+//! fills nothing). The set is flushed before the next Redis call and by a
+//! background task every 200 ms, so it is applied as soon as Redis answers
+//! again. (Past 100,000 pending invalidations, the set is replaced by one
+//! sweep of every entry under the prefix.)
+//!
+//! What other processes may see meanwhile, honestly: until this process
+//! reaches Redis again, another process that *can* reach it (a partition,
+//! not an outage) may read an entry that this process's write made stale,
+//! for at most the cache TTL. If Redis was really down, it has usually lost
+//! or still holds exactly what this process will delete on its return, and
+//! the pending set is flushed within ~200 ms of it answering; a window
+//! remains between Redis answering other processes and this one's flush. If
+//! this process exits with invalidations pending, they are lost and the
+//! entries expire with their TTL. Keep the TTL as short as the hit ratio
+//! allows if that window matters.
+//!
+//! # What Redis holds
+//!
+//! JSON records of users and API keys, without any hash; index names derived
+//! from emails, wallet addresses and key hashes by hashing them again under
+//! a domain tag (see `keys.rs`). Nothing in Redis is a key or lets a reader
+//! of Redis forge one. A client that can *write* to the cache's Redis can
+//! change what the store answers, as with any cache: give the cache a Redis
+//! (or an ACL user and key prefix) of its own.
+//!
+//! Supported servers: a standalone Redis (or a primary with replicas), 6.2
+//! or newer. Redis Cluster is not supported (the scripts touch keys they
+//! derive).
+//!
+//! [`Store`]: crate::Store
+//! [`Store::cache_stats`]: crate::Store::cache_stats
+//! [`StoreBuilder::redis_url`]: crate::StoreBuilder::redis_url
+//! [`StoreBuilder::redis_timeout`]: crate::StoreBuilder::redis_timeout
+
+#[cfg(feature = "redis")]
+mod backend;
+#[cfg(feature = "redis")]
+mod client;
+#[cfg(feature = "redis")]
+mod keys;
+#[cfg(all(test, feature = "redis", feature = "memory"))]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(feature = "redis")]
+pub use self::settings::{DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
+#[cfg(feature = "redis")]
+pub use keys::DEFAULT_CACHE_PREFIX;
+#[cfg(feature = "redis")]
+pub(crate) use settings::{CacheSettings, layer};
+
+/// How a store's Redis cache has done since the store was built: see
+/// [`Store::cache_stats`](crate::Store::cache_stats).
+///
+/// Counts are per store (per process) and only grow, except
+/// [`pending_invalidations`](Self::pending_invalidations), which is the
+/// current size of the pending set. Export them as metrics; a service
+/// watches [`hit_ratio`](Self::hit_ratio), `errors` and
+/// `pending_invalidations` (non-zero means this process reads from the
+/// database only until Redis answers again).
+///
+/// ```
+/// use dreamnet_db::{CacheStats, Store};
+///
+/// fn report(store: &Store) {
+///     if let Some(stats) = store.cache_stats() {
+///         let ratio = stats.hit_ratio().unwrap_or(0.0);
+///         println!("cache hit ratio {:.1} %, {} Redis errors", 100.0 * ratio, stats.errors);
+///     }
+/// }
+/// assert_eq!(CacheStats::default().hit_ratio(), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Cached reads (users by id, email or wallet; keys by hash) answered
+    /// from Redis.
+    pub hits: u64,
+    /// Cached reads that asked Redis, found nothing usable, and read the
+    /// database.
+    pub misses: u64,
+    /// Cached reads that went straight to the database because Redis was
+    /// failing, or this process had invalidations pending.
+    pub bypassed: u64,
+    /// Redis calls that failed or timed out.
+    pub errors: u64,
+    /// Records written to Redis after a miss.
+    pub fills: u64,
+    /// Fills refused because a write invalidated the record while it was
+    /// being read from the database (the stale-fill race, averted).
+    pub stale_fills_refused: u64,
+    /// Invalidations carried out in Redis, at once or from the pending set.
+    pub invalidations: u64,
+    /// Invalidations that could not reach Redis when their write committed,
+    /// and went to the pending set.
+    pub invalidations_deferred: u64,
+    /// Invalidations waiting in the pending set now.
+    pub pending_invalidations: u64,
+}
+
+impl CacheStats {
+    /// `hits / (hits + misses + bypassed)`: the share of cached reads that
+    /// Redis answered. `None` before the first cached read.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.hits + self.misses + self.bypassed;
+        (reads > 0).then(|| self.hits as f64 / reads as f64)
+    }
+}
+
+/// The live counters behind [`CacheStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) fills: AtomicU64,
+    pub(crate) stale_fills_refused: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) invalidations_deferred: AtomicU64,
+    pub(crate) pending: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            bypassed: get(&self.bypassed),
+            errors: get(&self.errors),
+            fills: get(&self.fills),
+            stale_fills_refused: get(&self.stale_fills_refused),
+            invalidations: get(&self.invalidations),
+            invalidations_deferred: get(&self.invalidations_deferred),
+            pending_invalidations: get(&self.pending),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod settings {
+    use std::fmt;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+
+    use super::Counters;
+    use super::backend::CachedBackend;
+    use super::client::RedisCache;
+    use super::keys::DEFAULT_CACHE_PREFIX;
+    use crate::backend::Backend;
+    use crate::error::{Error, Result};
+    use crate::store::StoreBuilder;
+
+    /// How long a cached record lives in Redis by default: five minutes.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
+
+    /// The default bound on every Redis call: 100 ms.
+    pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+
+    /// The cache's part of a [`StoreBuilder`].
+    #[derive(Clone)]
+    pub(crate) struct CacheSettings {
+        pub(crate) redis_url: Option<SecretString>,
+        pub(crate) ttl: Duration,
+        pub(crate) timeout: Duration,
+        pub(crate) prefix: String,
+    }
+
+    impl Default for CacheSettings {
+        fn default() -> Self {
+            CacheSettings {
+                redis_url: None,
+                ttl: DEFAULT_CACHE_TTL,
+                timeout: DEFAULT_REDIS_TIMEOUT,
+                prefix: DEFAULT_CACHE_PREFIX.to_owned(),
+            }
+        }
+    }
+
+    /// Never shows the URL: it may hold a password.
+    impl fmt::Debug for CacheSettings {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("CacheSettings")
+                .field("redis_url", &self.redis_url.as_ref().map(|_| "[REDACTED]"))
+                .field("ttl", &self.ttl)
+                .field("timeout", &self.timeout)
+                .field("prefix", &self.prefix)
+                .finish()
+        }
+    }
+
+    impl CacheSettings {
+        fn check(&self) -> Result<()> {
+            if self.ttl < Duration::from_millis(1) {
+                return Err(Error::Config("cache_ttl must be at least 1 ms".into()));
+            }
+            if self.timeout.is_zero() {
+                return Err(Error::Config("redis_timeout must not be zero".into()));
+            }
+            if self.prefix.is_empty() {
+                return Err(Error::Config("cache_prefix must not be empty".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// Puts the Redis cache in front of `backend` if a Redis URL is set.
+    pub(crate) async fn layer(
+        settings: &CacheSettings,
+        backend: Arc<dyn Backend>,
+    ) -> Result<(Arc<dyn Backend>, Option<Arc<Counters>>)> {
+        let Some(url) = &settings.redis_url else {
+            return Ok((backend, None));
+        };
+        settings.check()?;
+        let cache = RedisCache::connect(url, settings).await?;
+        let counters = cache.counters().clone();
+        Ok((Arc::new(CachedBackend::new(backend, cache)), Some(counters)))
+    }
+
+    /// The Redis cache's knobs (feature `redis`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    impl StoreBuilder {
+        /// Puts a Redis cache in front of user and API key reads:
+        /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for
+        /// TLS. Services usually pass their `REDIS_URL`. Off (no cache) by
+        /// default. The URL, which may hold a password, never appears in
+        /// `Debug` output, logs or errors. Handler code does not change.
+        ///
+        /// **What is cached**: users by id, email and wallet address, and API
+        /// key records by key hash, for [`cache_ttl`](Self::cache_ttl).
+        /// Lookups that find nothing are not cached. Validation still checks
+        /// revocation, expiry and the service against the store's clock on
+        /// every call.
+        ///
+        /// **Never stale after a write**: every write that changes a cached
+        /// record (updating or deleting a user, revoking, rotating or
+        /// touching a key, a user's keys deleted with them) deletes it from
+        /// Redis once the database has committed, so the next read through
+        /// any store sharing the Redis and [`cache_prefix`](Self::cache_prefix)
+        /// gets the new value: a revoked key is refused on the very next
+        /// validation. A reader that read the old value before such a write
+        /// cannot put it back afterwards: fills are leased, and an
+        /// invalidation revokes the lease.
+        ///
+        /// **Redis down or slow**: every Redis call is bounded by
+        /// [`redis_timeout`](Self::redis_timeout); reads then come from the
+        /// database and writes still succeed (a `warn` is logged and
+        /// [`CacheStats::errors`](crate::CacheStats::errors) counts it). An
+        /// invalidation that cannot reach Redis is kept and retried (every
+        /// 200 ms, and before any other Redis call); until it is carried
+        /// out, this store reads from the database only, so it never serves
+        /// what its own write made stale. Another process that can still
+        /// reach Redis while this one cannot (a partition rather than an
+        /// outage) may read such an entry until this process reaches Redis
+        /// again, or the entry's TTL ends; if this process exits first, the
+        /// TTL alone bounds it.
+        ///
+        /// **What Redis holds**: JSON records without any hash, under names
+        /// that hash emails, wallet addresses and key hashes again under a
+        /// domain tag: nothing in Redis is a key or lets a reader forge one.
+        /// (A client that can *write* to this Redis can change what the
+        /// store answers, as with any cache: give the cache a Redis, or an
+        /// ACL user and prefix, of its own.) A standalone Redis 6.2 or newer
+        /// (or a primary with replicas) is supported; Redis Cluster is not.
+        ///
+        /// [`connect`](Self::connect) does not fail when Redis is
+        /// unreachable: the store reads from the database until Redis
+        /// answers. [`Store::cache_stats`](crate::Store::cache_stats) shows
+        /// how the cache does.
+        ///
+        /// ```no_run
+        /// # async fn demo() -> dreamnet_db::Result<()> {
+        /// use std::time::Duration;
+        /// use dreamnet_db::Store;
+        ///
+        /// let store = Store::builder()
+        ///     .database_url(std::env::var("DATABASE_URL").unwrap_or_default())
+        ///     .redis_url(std::env::var("REDIS_URL").unwrap_or_default())
+        ///     .cache_ttl(Duration::from_secs(60))
+        ///     .connect()
+        ///     .await?;
+        /// let user = store.users().get(uuid::Uuid::nil()).await; // from Redis when cached
+        /// println!("{:?}", store.cache_stats());
+        /// # Ok(()) }
+        /// ```
+        pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+            self.cache.redis_url = Some(SecretString::from(url.into()));
+            self
+        }
+
+        /// How long a cached record lives in Redis before it is read from
+        /// the database again. Writes through any store invalidate at once;
+        /// the TTL bounds only what a process that could not reach Redis
+        /// may leave behind (see the [`cache_stats`](crate::Store::cache_stats)
+        /// docs). Default five minutes; at least 1 ms.
+        pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+            self.cache.ttl = ttl;
+            self
+        }
+
+        /// The bound on every Redis call, connecting included. A call that
+        /// takes longer is abandoned and the read goes to the database.
+        /// Default 100 ms.
+        pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+            self.cache.timeout = timeout;
+            self
+        }
+
+        /// The prefix of every Redis key the cache writes, so that
+        /// applications (or test runs) can share one Redis. Stores that
+        /// share a database must share a prefix, or they will not see each
+        /// other's invalidations. Default `dreamnet:v1:`.
+        pub fn cache_prefix(mut self, prefix: impl Into<String>) -> Self {
+            self.cache.prefix = prefix.into();
+            self
+        }
+
+        /// The in-memory backend behind the Redis cache, for testing the
+        /// cache without PostgreSQL. Each such store has its own data, so
+        /// two of them must not share a [`cache_prefix`](Self::cache_prefix).
+        /// Without a [`redis_url`](Self::redis_url), the same as
+        /// [`in_memory`](Self::in_memory).
+        #[cfg(feature = "memory")]
+        pub async fn in_memory_cached(self) -> Result<crate::Store> {
+            let backend: Arc<dyn Backend> = Arc::new(crate::memory::MemoryBackend::new());
+            let (backend, counters) = layer(&self.cache, backend).await?;
+            Ok(crate::Store::from_backend(backend, self.settings()).with_cache(counters))
+        }
+    }
+}
