@@ -129,4 +129,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The connection pool's state, for backends that have one.
     fn pool_state(&self) -> Option<PoolState>;
+
+    /// The PostgreSQL backend underneath, for other PostgreSQL-backed parts
+    /// of the crate that share its pool.
+    fn postgres(&self) -> Option<&crate::postgres::PgBackend> {
+        None
+    }
 }

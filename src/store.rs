@@ -170,6 +170,18 @@ impl Store {
     fn now(&self) -> DateTime<Utc> {
         self.settings.now()
     }
+
+    /// The PostgreSQL backend underneath, if the store has one.
+    #[allow(dead_code)]
+    pub(crate) fn postgres(&self) -> Option<&crate::postgres::PgBackend> {
+        self.backend.postgres()
+    }
+
+    /// The clock every part of this store reads.
+    #[allow(dead_code)]
+    pub(crate) fn clock(&self) -> crate::clock::SharedClock {
+        self.settings.clock.clone()
+    }
 }
 
 /// Runs `fut` in a `dreamnet_db` span recording the operation, the table,

@@ -390,4 +390,8 @@ impl Backend for CachedBackend {
     fn pool_state(&self) -> Option<PoolState> {
         self.inner.pool_state()
     }
+
+    fn postgres(&self) -> Option<&crate::postgres::PgBackend> {
+        self.inner.postgres()
+    }
 }

@@ -43,19 +43,37 @@ const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
 /// the connection gone, the pool drops it instead of handing it out again.
 macro_rules! on_conn {
     ($self:ident, $f:path, $($arg:expr),*) => {{
-        let _turn = $self.turn().await?;
-        let mut guard = $self.conn().await?;
-        let result = $f(&mut guard.conn, $($arg),*).await;
-        if matches!(result, Err(Error::Unavailable { .. })) {
-            guard.broken = true;
-        }
-        result
+        let mut checkout = $self.checkout().await?;
+        let result = $f(checkout.conn(), $($arg),*).await;
+        checkout.settle(result)
     }};
 }
 
 async fn health_check(conn: &mut AsyncPgConnection) -> Result<()> {
     diesel::sql_query("SELECT 1").execute(conn).await?;
     Ok(())
+}
+
+/// A pooled connection checked out for one call, holding its turn.
+pub(crate) struct Checkout<'a> {
+    _turn: tokio::sync::SemaphorePermit<'a>,
+    guard: bb8::PooledConnection<'a, Manager>,
+}
+
+impl Checkout<'_> {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> &mut AsyncPgConnection {
+        &mut self.guard.conn
+    }
+
+    /// Passes `result` through; if it says the server is gone, the
+    /// connection is dropped when returned instead of handed out again.
+    pub(crate) fn settle<T>(&mut self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::Unavailable { .. })) {
+            self.guard.broken = true;
+        }
+        result
+    }
 }
 
 /// The PostgreSQL backend.
@@ -134,6 +152,15 @@ impl PgBackend {
                 })
             }
         }
+    }
+
+    /// A connection for one call, after waiting for a turn.
+    pub(crate) async fn checkout(&self) -> Result<Checkout<'_>> {
+        let turn = self.turn().await?;
+        Ok(Checkout {
+            _turn: turn,
+            guard: self.conn().await?,
+        })
     }
 
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, Manager>> {
@@ -316,6 +343,10 @@ impl Backend for PgBackend {
 
     async fn health(&self) -> Result<()> {
         on_conn!(self, health_check,)
+    }
+
+    fn postgres(&self) -> Option<&PgBackend> {
+        Some(self)
     }
 
     fn pool_state(&self) -> Option<PoolState> {
