@@ -81,6 +81,12 @@ pub struct Store {
     cache: Option<Arc<crate::cache::Counters>>,
 }
 
+// A store is shared across tasks and threads: keep it so.
+const _: () = {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    let _ = shareable::<Store>;
+};
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
