@@ -66,3 +66,8 @@ pub use store::{
     ApiKeys, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Events, PoolState, Store,
     StoreBuilder, Users,
 };
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
