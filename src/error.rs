@@ -157,6 +157,10 @@ pub enum Field {
     TimeRange,
     /// A record id.
     Id,
+    /// A rate-limit policy.
+    RateLimitPolicy,
+    /// The cost of a rate-limited request.
+    Cost,
 }
 
 impl std::fmt::Display for Field {
@@ -174,6 +178,8 @@ impl std::fmt::Display for Field {
             Field::Limit => "limit",
             Field::TimeRange => "time range",
             Field::Id => "id",
+            Field::RateLimitPolicy => "rate limit policy",
+            Field::Cost => "cost",
         })
     }
 }

@@ -49,6 +49,9 @@ mod error;
 mod memory;
 mod model;
 mod postgres;
+mod rate_limit;
+#[cfg(feature = "redis")]
+mod redis_conn;
 mod store;
 
 pub use cache::CacheStats;
@@ -62,6 +65,9 @@ pub use model::{
     NewEvent, NewUser, Page, PassportTier, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
 pub use postgres::MIGRATIONS;
+#[cfg(feature = "redis")]
+pub use rate_limit::RedisLimiterOptions;
+pub use rate_limit::{FailureMode, RateLimitDecision, RateLimitPolicy, RateLimiter};
 pub use store::{
     ApiKeys, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Events, PoolState, Store,
     StoreBuilder, Users,

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManager;
 use ::redis::{Cmd, FromRedisValue, RedisResult, Script, cmd};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::keys::{Keys, invalidated, lease};
 use super::{CacheSettings, Counters};
-use crate::error::{Backend, Error, Result};
+use crate::error::Result;
 
 /// How long a reader that missed may take to read the database and fill.
 /// A slower reader's fill is refused (its lease has expired): expiry only
@@ -228,23 +228,7 @@ impl RedisCache {
     /// Redis once so a wrong address shows in the logs at start, and starts
     /// the task that retries pending invalidations.
     pub(crate) async fn connect(url: &SecretString, s: &CacheSettings) -> Result<Arc<Self>> {
-        let client = ::redis::Client::open(url.expose_secret()).map_err(|_| {
-            Error::Config(
-                "the Redis URL is not valid (expected redis://host[:port][/db] or rediss://…)"
-                    .into(),
-            )
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(s.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(s.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            Error::Unavailable {
-                backend: Backend::Redis,
-                source: Box::new(e),
-            }
-        })?;
+        let conn = crate::redis_conn::manager(url.expose_secret(), s.timeout)?;
         let cache = Arc::new(RedisCache {
             conn,
             keys: Keys::new(&s.prefix),
