@@ -92,7 +92,7 @@ pub(super) async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option
     Ok(users::table
         .find(id)
         .select(UserRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .await
         .optional()?
         .map(User::from))
@@ -105,7 +105,7 @@ pub(super) async fn find_by_email(
     Ok(users::table
         .filter(lower(users::email).eq(email.normalized()))
         .select(UserRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .await
         .optional()?
         .map(User::from))
@@ -118,7 +118,7 @@ pub(super) async fn find_by_wallet(
     Ok(users::table
         .filter(lower(users::wallet_address).eq(wallet.as_str()))
         .select(UserRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .await
         .optional()?
         .map(User::from))
@@ -137,7 +137,7 @@ pub(super) async fn update(
             .find(id)
             .select(UserRow::as_select())
             .for_update()
-            .first(conn)
+            .get_result(conn)
             .await
             .optional()?
             .ok_or(Error::NotFound {
