@@ -161,6 +161,12 @@ pub enum Field {
     RateLimitPolicy,
     /// The cost of a rate-limited request.
     Cost,
+    /// A session token.
+    SessionId,
+    /// A session's data.
+    SessionData,
+    /// A session's lifetime.
+    SessionTtl,
 }
 
 impl std::fmt::Display for Field {
@@ -180,6 +186,9 @@ impl std::fmt::Display for Field {
             Field::Id => "id",
             Field::RateLimitPolicy => "rate limit policy",
             Field::Cost => "cost",
+            Field::SessionId => "session id",
+            Field::SessionData => "session data",
+            Field::SessionTtl => "session lifetime",
         })
     }
 }

@@ -52,6 +52,7 @@ mod postgres;
 mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis_conn;
+mod session;
 mod store;
 
 pub use cache::CacheStats;
@@ -68,6 +69,14 @@ pub use postgres::MIGRATIONS;
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisLimiterOptions;
 pub use rate_limit::{FailureMode, RateLimitDecision, RateLimitPolicy, RateLimiter};
+#[cfg(feature = "redis")]
+pub use session::RedisSessionOptions;
+#[cfg(feature = "tower-sessions")]
+pub use session::TowerSessionStore;
+pub use session::{
+    CreatedSession, DEFAULT_MAX_SESSION_BYTES, MAX_SESSION_TTL, NewSession, Session, SessionId,
+    Sessions,
+};
 pub use store::{
     ApiKeys, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Events, PoolState, Store,
     StoreBuilder, Users,

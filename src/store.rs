@@ -184,7 +184,6 @@ impl Store {
     }
 
     /// The clock every part of this store reads.
-    #[allow(dead_code)]
     pub(crate) fn clock(&self) -> crate::clock::SharedClock {
         self.settings.clock.clone()
     }
@@ -193,7 +192,7 @@ impl Store {
 /// Runs `fut` in a `dreamnet_db` span recording the operation, the table,
 /// how long it took and how it ended. Never records arguments, so no secret
 /// reaches a log.
-async fn traced<T>(
+pub(crate) async fn traced<T>(
     op: &'static str,
     table: &'static str,
     fut: impl Future<Output = Result<T>>,

@@ -130,7 +130,7 @@ pub(crate) fn hash_key(key: &str) -> String {
     s
 }
 
-fn push_hex(s: &mut String, bytes: &[u8]) {
+pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);

@@ -254,6 +254,7 @@ impl EventFilter {
     }
 
     /// Whether `event` passes the filter (the rule every backend follows).
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     pub(crate) fn matches(&self, event: &Event) -> bool {
         self.user_id.is_none_or(|u| event.user_id == Some(u))
             && self

@@ -56,6 +56,7 @@ pub(crate) fn merge(target: &mut Value, patch: &Value) {
 /// value; arrays contain arrays whose every element some element of theirs
 /// contains (order and duplicates ignored); a top-level array also contains
 /// a lone scalar it holds; scalars contain equal scalars (numbers by value).
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 pub(crate) fn contains(container: &Value, contained: &Value) -> bool {
     match (container, contained) {
         (Value::Array(items), scalar) if is_scalar(scalar) => {
@@ -65,6 +66,7 @@ pub(crate) fn contains(container: &Value, contained: &Value) -> bool {
     }
 }
 
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 fn contains_nested(container: &Value, contained: &Value) -> bool {
     match (container, contained) {
         (Value::Object(a), Value::Object(b)) => b

@@ -8,10 +8,10 @@ mod page;
 mod user;
 mod wallet;
 
-pub(crate) use api_key::check_service;
 pub use api_key::{
     ApiKey, ApiKeySecret, IssuedKey, KEY_PREFIX, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
 };
+pub(crate) use api_key::{check_service, hash_key, push_hex};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};

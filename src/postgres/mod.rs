@@ -7,6 +7,7 @@ mod keys;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
+pub(crate) mod sessions;
 mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -29,6 +29,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    sessions (id) {
+        #[max_length = 64]
+        id -> Varchar,
+        user_id -> Nullable<Uuid>,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         #[max_length = 255]
@@ -47,4 +58,4 @@ diesel::table! {
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(events -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, events, users,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, events, sessions, users,);

@@ -92,6 +92,7 @@ impl RateLimitPolicy {
         Duration::from_micros(self.emission_us)
     }
 
+    #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
     fn tolerance_us(&self) -> i64 {
         (self.emission_us * u64::from(self.burst)) as i64
     }
@@ -175,6 +176,7 @@ pub enum FailureMode {
 /// GCRA at `now` (µs) for a key whose theoretical arrival time is `tat`
 /// (µs; `None` for a fresh key). Returns the decision and, when allowed,
 /// the new TAT to store.
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 pub(crate) fn gcra(
     policy: &RateLimitPolicy,
     tat: Option<i64>,
@@ -209,6 +211,7 @@ pub(crate) fn gcra(
 }
 
 /// Requests of cost 1 that fit in what is left of the tolerance.
+#[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
 fn remaining(tau: i64, used: i64, t: i64) -> u32 {
     ((tau - used).max(0) / t) as u32
 }

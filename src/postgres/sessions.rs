@@ -1,0 +1,211 @@
+//! Sessions in the `sessions` table, over a store's pool. Each call is one
+//! statement, so each is atomic without a transaction.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::sessions;
+use crate::Store;
+use crate::error::{Error, Result};
+use crate::session::{Session, SessionBackend};
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+struct SessionRow {
+    user_id: Option<Uuid>,
+    data: Value,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            user_id: r.user_id,
+            data: r.data,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = sessions)]
+struct NewRow<'a> {
+    id: &'a str,
+    user_id: Option<Uuid>,
+    data: &'a Value,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl<'a> NewRow<'a> {
+    fn of(key: &'a str, s: &'a Session) -> Self {
+        NewRow {
+            id: key,
+            user_id: s.user_id,
+            data: &s.data,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+        }
+    }
+}
+
+/// The PostgreSQL session backend: a handle on the store it shares a pool
+/// with.
+pub(crate) struct PgSessions {
+    store: Store,
+}
+
+impl std::fmt::Debug for PgSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgSessions")
+    }
+}
+
+impl PgSessions {
+    pub(crate) fn new(store: &Store) -> Result<Self> {
+        if store.postgres().is_none() {
+            return Err(Error::Config(
+                "PostgreSQL sessions need a store connected to PostgreSQL".to_owned(),
+            ));
+        }
+        Ok(PgSessions {
+            store: store.clone(),
+        })
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of the store.
+macro_rules! with_conn {
+    ($self:ident, |$conn:ident| $body:expr) => {{
+        let pg = $self.store.postgres().expect("checked in PgSessions::new");
+        let mut checkout = pg.checkout().await?;
+        let result: Result<_> = async {
+            let $conn: &mut AsyncPgConnection = checkout.conn();
+            $body
+        }
+        .await;
+        checkout.settle(result)
+    }};
+}
+
+#[async_trait::async_trait]
+impl SessionBackend for PgSessions {
+    async fn insert(&self, key: &str, session: &Session, now: DateTime<Utc>) -> Result<bool> {
+        with_conn!(self, |conn| {
+            // Takes the key over only from an expired session.
+            let upsert = diesel::insert_into(sessions::table)
+                .values(NewRow::of(key, session))
+                .on_conflict(sessions::id)
+                .do_update()
+                .set((
+                    sessions::user_id.eq(excluded(sessions::user_id)),
+                    sessions::data.eq(excluded(sessions::data)),
+                    sessions::created_at.eq(excluded(sessions::created_at)),
+                    sessions::expires_at.eq(excluded(sessions::expires_at)),
+                ));
+            let stored =
+                diesel::query_dsl::methods::FilterDsl::filter(upsert, sessions::expires_at.le(now))
+                    .execute(conn)
+                    .await?;
+            Ok(stored == 1)
+        })
+    }
+
+    async fn put(&self, key: &str, session: &Session, _now: DateTime<Utc>) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(sessions::table)
+                .values(NewRow::of(key, session))
+                .on_conflict(sessions::id)
+                .do_update()
+                .set((
+                    sessions::user_id.eq(excluded(sessions::user_id)),
+                    sessions::data.eq(excluded(sessions::data)),
+                    sessions::expires_at.eq(excluded(sessions::expires_at)),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn load(&self, key: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+        with_conn!(self, |conn| {
+            Ok(sessions::table
+                .find(key)
+                .filter(sessions::expires_at.gt(now))
+                .select(SessionRow::as_select())
+                .get_result(conn)
+                .await
+                .optional()?
+                .map(Session::from))
+        })
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        data: Option<&Value>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>> {
+        with_conn!(self, |conn| {
+            let live = sessions::table
+                .find(key)
+                .filter(sessions::expires_at.gt(now));
+            let row = match data {
+                Some(data) => {
+                    diesel::update(live)
+                        .set((sessions::data.eq(data), sessions::expires_at.eq(expires_at)))
+                        .returning(SessionRow::as_returning())
+                        .get_result(conn)
+                        .await
+                }
+                None => {
+                    diesel::update(live)
+                        .set(sessions::expires_at.eq(expires_at))
+                        .returning(SessionRow::as_returning())
+                        .get_result(conn)
+                        .await
+                }
+            };
+            Ok(row.optional()?.map(Session::from))
+        })
+    }
+
+    async fn delete(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
+        with_conn!(self, |conn| {
+            let ended: Option<DateTime<Utc>> = diesel::delete(sessions::table.find(key))
+                .returning(sessions::expires_at)
+                .get_result(conn)
+                .await
+                .optional()?;
+            Ok(ended.is_some_and(|t| t > now))
+        })
+    }
+
+    async fn delete_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<u64> {
+        with_conn!(self, |conn| {
+            let ended: Vec<DateTime<Utc>> =
+                diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)))
+                    .returning(sessions::expires_at)
+                    .get_results(conn)
+                    .await?;
+            Ok(ended.into_iter().filter(|t| *t > now).count() as u64)
+        })
+    }
+
+    async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {
+        with_conn!(self, |conn| {
+            let removed = diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+                .execute(conn)
+                .await?;
+            Ok(removed as u64)
+        })
+    }
+}
