@@ -516,3 +516,41 @@ async fn tower_user_field_and_expiry(b: &Backend) {
     store.delete_expired().await.unwrap();
     assert!(store.load(&again.id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_dead_redis_is_a_typed_error_in_bounded_time() {
+    // Nothing listens on port 1.
+    let options = RedisSessionOptions {
+        timeout: Duration::from_millis(200),
+        ..RedisSessionOptions::default()
+    };
+    let sessions = Sessions::redis("redis://127.0.0.1:1", options)
+        .await
+        .expect("connecting is lazy");
+    let started = std::time::Instant::now();
+    let err = sessions.create(NewSession::new(HOUR)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable {
+                backend: dreamnet_db::Backend::Redis,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let id = token_of(&"cd".repeat(32));
+    let err = sessions.load(&id).await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(id.expose_secret()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn postgres_sessions_need_a_postgres_store() {
+    let err = Sessions::postgres(&dreamnet_db::Store::in_memory()).unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}

@@ -3,8 +3,9 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use dreamnet_db::{NewEvent, NewUser, Store};
+use dreamnet_db::{NewEvent, NewSession, NewUser, Sessions, Store};
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -63,6 +64,20 @@ async fn calls_are_traced_without_secrets() {
         )
         .await
         .unwrap();
+    let sessions = Sessions::in_memory();
+    let session = sessions
+        .create(NewSession::new(Duration::from_secs(60)).user(user.id))
+        .await
+        .unwrap();
+    let token = session.id.expose_secret().to_owned();
+    sessions.load(&session.id).await.unwrap();
+    assert!(
+        sessions
+            .save(&session.id, json!([]), Duration::from_secs(60))
+            .await
+            .is_err()
+    );
+    sessions.delete(&session.id).await.unwrap();
 
     let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for expected in [
@@ -76,6 +91,9 @@ async fn calls_are_traced_without_secrets() {
         "op=\"record\"",
         "table=\"events\"",
         "duration_us=",
+        "table=\"sessions\"",
+        "op=\"load\"",
+        "outcome=\"invalid_input\"",
     ] {
         assert!(
             out.contains(expected),
@@ -87,6 +105,8 @@ async fn calls_are_traced_without_secrets() {
         &secret[4..],
         wrong.as_str(),
         &issued.secret.hash(),
+        token.as_str(),
+        &token[..16],
     ] {
         assert!(
             !out.contains(secret_text),
