@@ -3,7 +3,10 @@
 //! DreamNet's data layer: typed async repositories for users, hashed API
 //! keys and events, over a pooled async Diesel connection to PostgreSQL
 //! (diesel + diesel-async + bb8), with an in-memory backend (feature
-//! `memory`, on by default) that behaves the same.
+//! `memory`, on by default) that behaves the same. Beside the repositories:
+//! [`RateLimiter`] and [`Sessions`], in memory or on Redis (feature
+//! `redis`), sessions in PostgreSQL too, and `TowerSessionStore` for
+//! axum and tower (feature `tower-sessions`).
 //!
 //! Build one [`Store`], clone it into every handler, and reach the
 //! repositories through [`Store::users`], [`Store::api_keys`] and
