@@ -4,7 +4,7 @@
 //! `tower-sessions` adapter on each.
 //!
 //! Expiry is real time here (Redis expires keys by its own clock), so the
-//! expiry tests use lifetimes of a few hundred milliseconds.
+//! expiry tests use lifetimes of a second or less.
 
 mod common;
 
@@ -258,16 +258,16 @@ async fn expired_sessions_are_gone(b: &Backend) {
     let s = &b.sessions;
     let user = Uuid::now_v7();
     let short = s
-        .create(NewSession::new(Duration::from_millis(300)).user(user))
+        .create(NewSession::new(Duration::from_secs(1)).user(user))
         .await
         .unwrap();
     let extended = s
-        .create(NewSession::new(Duration::from_millis(300)))
+        .create(NewSession::new(Duration::from_secs(1)))
         .await
         .unwrap();
     let long = s.create(NewSession::new(HOUR).user(user)).await.unwrap();
     let other = Uuid::now_v7();
-    s.create(NewSession::new(Duration::from_millis(300)).user(other))
+    s.create(NewSession::new(Duration::from_secs(1)).user(other))
         .await
         .unwrap();
     s.create(NewSession::new(HOUR).user(other)).await.unwrap();
@@ -275,7 +275,7 @@ async fn expired_sessions_are_gone(b: &Backend) {
     // Activity keeps a session alive past its first expiry.
     s.extend(&extended.id, HOUR).await.unwrap().expect("live");
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(s.load(&short.id).await.unwrap(), None);
     assert_eq!(s.save(&short.id, json!({}), HOUR).await.unwrap(), None);
     assert_eq!(s.extend(&short.id, HOUR).await.unwrap(), None);
