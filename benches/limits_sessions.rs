@@ -117,15 +117,8 @@ fn main() {
     plain_get(&mut g);
     g.finish();
 
-    // Session loads.
-    let mut g = c.benchmark_group("session_load");
-    let memory = Sessions::in_memory();
-    let ids = fill(&rt, &memory);
-    let picker = Picker::new(&ids);
-    g.bench_function("memory", |b| {
-        b.to_async(&rt).iter(|| memory.load(picker.pick()))
-    });
-
+    // Sessions: every backend, filled the same way.
+    let mut backends: Vec<(&str, Sessions)> = vec![("memory", Sessions::in_memory())];
     if redis_conn.is_some() {
         let options = RedisSessionOptions {
             prefix: "dreamnet:bench:sess:".to_owned(),
@@ -134,78 +127,101 @@ fn main() {
         let redis = rt
             .block_on(Sessions::redis(&url, options))
             .expect("Redis sessions");
-        let ids = fill(&rt, &redis);
-        let picker = Picker::new(&ids);
-        g.bench_function("redis", |b| {
-            b.to_async(&rt).iter(|| redis.load(picker.pick()))
+        backends.push(("redis", redis));
+    }
+    let db = match std::env::var("DATABASE_URL") {
+        Err(_) => {
+            eprintln!(
+                "benches/limits_sessions: DATABASE_URL is not set; PostgreSQL sessions are skipped"
+            );
+            None
+        }
+        Ok(db) if db.contains("sslmode=") => Some(db),
+        Ok(db) if db.contains('?') => Some(format!("{db}&sslmode=disable")),
+        Ok(db) => Some(format!("{db}?sslmode=disable")),
+    };
+    if let Some(db) = &db {
+        let store = rt.block_on(async {
+            Store::builder()
+                .database_url(db.clone())
+                .max_connections(4)
+                .run_migrations(true)
+                .connect()
+                .await
+                .expect("connect to DATABASE_URL")
+        });
+        backends.push((
+            "postgres",
+            Sessions::postgres(&store).expect("a PostgreSQL store"),
+        ));
+    }
+    let filled: Vec<(&str, Sessions, Vec<SessionId>)> = backends
+        .into_iter()
+        .map(|(name, sessions)| {
+            let ids = fill(&rt, &sessions);
+            (name, sessions, ids)
+        })
+        .collect();
+
+    let mut g = c.benchmark_group("session_load");
+    for (name, sessions, ids) in &filled {
+        let picker = Picker::new(ids);
+        g.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| sessions.load(picker.pick()))
         });
     }
-
-    match std::env::var("DATABASE_URL") {
-        Err(_) => eprintln!(
-            "benches/limits_sessions: DATABASE_URL is not set; PostgreSQL sessions are skipped"
-        ),
-        Ok(db) => {
-            let db = if db.contains("sslmode=") {
-                db
-            } else if db.contains('?') {
-                format!("{db}&sslmode=disable")
-            } else {
-                format!("{db}?sslmode=disable")
-            };
-            let store = rt.block_on(async {
-                Store::builder()
-                    .database_url(db.clone())
-                    .max_connections(4)
-                    .run_migrations(true)
-                    .connect()
+    if let Some(db) = &db {
+        // The same row by a hand-written prepared select.
+        let (client, conn) = rt
+            .block_on(tokio_postgres::connect(db, tokio_postgres::NoTls))
+            .expect("raw connect");
+        rt.spawn(conn);
+        let stmt = rt
+            .block_on(client.prepare(
+                "SELECT user_id, data, created_at, expires_at FROM sessions \
+                 WHERE id = $1 AND expires_at > now()",
+            ))
+            .unwrap();
+        let (_, _, ids) = filled.last().expect("postgres is last");
+        let hashes: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(id.expose_secret().as_bytes());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .collect();
+        let hashes = Picker::new(&hashes);
+        g.bench_function("postgres_raw_select", |b| {
+            b.to_async(&rt).iter(|| async {
+                client
+                    .query_opt(&stmt, &[hashes.pick()])
                     .await
-                    .expect("connect to DATABASE_URL")
-            });
-            let pg = Sessions::postgres(&store).expect("a PostgreSQL store");
-            let ids = fill(&rt, &pg);
-            let picker = Picker::new(&ids);
-            g.bench_function("postgres", |b| {
-                b.to_async(&rt).iter(|| pg.load(picker.pick()))
-            });
-
-            // The same row by a hand-written prepared select.
-            let (client, conn) = rt
-                .block_on(tokio_postgres::connect(&db, tokio_postgres::NoTls))
-                .expect("raw connect");
-            rt.spawn(conn);
-            let stmt = rt
-                .block_on(client.prepare(
-                    "SELECT user_id, data, created_at, expires_at FROM sessions \
-                     WHERE id = $1 AND expires_at > now()",
-                ))
-                .unwrap();
-            let hashes: Vec<String> = ids
-                .iter()
-                .map(|id| {
-                    use sha2::Digest;
-                    let digest = sha2::Sha256::digest(id.expose_secret().as_bytes());
-                    digest.iter().map(|b| format!("{b:02x}")).collect()
-                })
-                .collect();
-            let hashes = Picker::new(&hashes);
-            g.bench_function("postgres_raw_select", |b| {
-                b.to_async(&rt).iter(|| async {
-                    client
-                        .query_opt(&stmt, &[hashes.pick()])
-                        .await
-                        .unwrap()
-                        .expect("live")
-                })
-            });
-            rt.block_on(async {
-                for id in &ids {
-                    pg.delete(id).await.unwrap();
-                }
-            });
-        }
+                    .unwrap()
+                    .expect("live")
+            })
+        });
     }
     plain_get(&mut g);
     g.finish();
+
+    // Extending on activity: a write on every backend.
+    let mut g = c.benchmark_group("session_extend");
+    for (name, sessions, ids) in &filled {
+        let picker = Picker::new(ids);
+        g.bench_function(*name, |b| {
+            b.to_async(&rt)
+                .iter(|| sessions.extend(picker.pick(), Duration::from_secs(3600)))
+        });
+    }
+    g.finish();
+
+    rt.block_on(async {
+        for (_, sessions, ids) in &filled {
+            for id in ids {
+                sessions.delete(id).await.unwrap();
+            }
+        }
+    });
     c.final_summary();
 }

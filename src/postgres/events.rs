@@ -36,7 +36,7 @@ impl From<EventRow> for Event {
 
 /// A new `events` row.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = events)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
 struct EventInsert<'a> {
     id: Uuid,
     user_id: Option<Uuid>,

@@ -47,7 +47,7 @@ impl From<KeyRow> for ApiKey {
 
 /// A new `api_keys` row, hash included.
 #[derive(Debug, Insertable)]
-#[diesel(table_name = api_keys)]
+#[diesel(table_name = api_keys, treat_none_as_default_value = false)]
 pub(super) struct KeyInsert<'a> {
     id: Uuid,
     user_id: Uuid,

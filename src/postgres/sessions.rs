@@ -1,5 +1,11 @@
 //! Sessions in the `sessions` table, over a store's pool. Each call is one
-//! statement, so each is atomic without a transaction.
+//! statement (creating over an expired session's key, two), so each is
+//! atomic without a transaction.
+//!
+//! diesel caches the prepared statements of inserts and selects but not of
+//! `UPDATE`s and upserts, which it prepares again on every call: `load` and
+//! `create` cost one round trip, `save`, `extend` and the `tower-sessions`
+//! `save` two.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -34,7 +40,7 @@ impl From<SessionRow> for Session {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = sessions)]
+#[diesel(table_name = sessions, treat_none_as_default_value = false)]
 struct NewRow<'a> {
     id: &'a str,
     user_id: Option<Uuid>,
@@ -98,7 +104,18 @@ macro_rules! with_conn {
 impl SessionBackend for PgSessions {
     async fn insert(&self, key: &str, session: &Session, now: DateTime<Utc>) -> Result<bool> {
         with_conn!(self, |conn| {
-            // Takes the key over only from an expired session.
+            // The usual case, a key nobody holds, is a plain insert: diesel
+            // caches its prepared statement (it never caches `DO UPDATE`,
+            // which would cost a second round trip to prepare every time).
+            let inserted = diesel::insert_into(sessions::table)
+                .values(NewRow::of(key, session))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                return Ok(true);
+            }
+            // Taken: take the key over only from an expired session.
             let upsert = diesel::insert_into(sessions::table)
                 .values(NewRow::of(key, session))
                 .on_conflict(sessions::id)

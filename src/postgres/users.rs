@@ -25,7 +25,12 @@ extern "SQL" {
 
 /// A `users` row as diesel reads and writes it.
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = users, check_for_backend(diesel::pg::Pg), treat_none_as_null = true)]
+#[diesel(
+    table_name = users,
+    check_for_backend(diesel::pg::Pg),
+    treat_none_as_null = true,
+    treat_none_as_default_value = false
+)]
 pub(super) struct UserRow {
     id: Uuid,
     email: Option<String>,
