@@ -554,3 +554,23 @@ async fn postgres_sessions_need_a_postgres_store() {
     let err = Sessions::postgres(&dreamnet_db::Store::in_memory()).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn cleanup_runs_by_itself() {
+    let clock = dreamnet_db::ManualClock::new(chrono::Utc::now());
+    let sessions = Sessions::in_memory_with_clock(clock.clone());
+    for _ in 0..3 {
+        sessions
+            .create(NewSession::new(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+    let kept = sessions.create(NewSession::new(HOUR)).await.unwrap();
+    clock.advance(chrono::Duration::seconds(61));
+    let cleanup = sessions.spawn_cleanup(Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cleanup.abort();
+    // The three expired sessions are gone already: nothing left to remove.
+    assert_eq!(sessions.delete_expired().await.unwrap(), 0);
+    assert!(sessions.load(&kept.id).await.unwrap().is_some());
+}

@@ -460,6 +460,41 @@ impl Sessions {
         .await
     }
 
+    /// Runs [`Sessions::delete_expired`] every `period` on the current
+    /// tokio runtime until the returned handle is aborted (or the runtime
+    /// shuts down). A failed round is logged (`tracing` warning) and the
+    /// next one runs as planned. The first round runs one `period` from
+    /// now.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// let sessions = dreamnet_db::Sessions::in_memory();
+    /// let cleanup = sessions.spawn_cleanup(Duration::from_secs(300));
+    /// // … on shutdown:
+    /// cleanup.abort();
+    /// # }
+    /// # #[cfg(not(feature = "memory"))]
+    /// # fn main() {}
+    /// ```
+    pub fn spawn_cleanup(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period.max(Duration::from_millis(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await; // the first tick is immediate
+            loop {
+                ticks.tick().await;
+                match sessions.delete_expired().await {
+                    Ok(removed) => tracing::debug!(removed, "expired sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "removing expired sessions failed"),
+                }
+            }
+        })
+    }
+
     /// The backend, for the `tower-sessions` adapter.
     #[cfg(feature = "tower-sessions")]
     pub(crate) fn parts(&self) -> (&dyn SessionBackend, DateTime<Utc>, usize) {
