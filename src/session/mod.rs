@@ -216,13 +216,13 @@ pub(crate) trait SessionBackend: Send + Sync + fmt::Debug + 'static {
 /// every session of a user, and remove expired ones. Cheap to clone; every
 /// clone shares the backend.
 ///
-/// - [`Sessions::in_memory`] (feature `memory`): one process, and tests.
-/// - [`Sessions::redis`] (feature `redis`): many processes; Redis expires
+/// - `Sessions::in_memory` (feature `memory`): one process, and tests.
+/// - `Sessions::redis` (feature `redis`): many processes; Redis expires
 ///   sessions by itself.
 /// - [`Sessions::postgres`]: the `sessions` table, over a [`Store`]'s pool.
 ///
 /// Every backend passes the same conformance tests. With the
-/// `tower-sessions` feature, [`TowerSessionStore`] serves any of them to
+/// `tower-sessions` feature, `TowerSessionStore` serves any of them to
 /// axum and tower through the `tower-sessions` crate.
 ///
 /// ```
