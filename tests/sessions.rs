@@ -3,8 +3,9 @@
 //! memory, PostgreSQL and Redis, the real servers), then the
 //! `tower-sessions` adapter on each.
 //!
-//! Expiry is real time here (Redis expires keys by its own clock), so the
-//! expiry tests use lifetimes of a second or less.
+//! Time is a `ManualClock` on every backend, so expiry is tested exactly
+//! and instantly (on Redis the keys themselves still expire by Redis's
+//! clock, an hour or a minute later, after the test is over).
 
 mod common;
 
@@ -12,7 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dreamnet_db::{
-    Error, Field, NewSession, RedisSessionOptions, SessionId, Sessions, TowerSessionStore,
+    Error, Field, ManualClock, NewSession, RedisSessionOptions, SessionId, Sessions, Store,
+    TowerSessionStore,
 };
 use serde_json::{Value, json};
 use tower_sessions_core::session::{Id, Record};
@@ -24,15 +26,23 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// Sessions on one backend, with whatever must live as long as they do.
 struct Backend {
     sessions: Sessions,
+    /// The clock the sessions are timed by.
+    clock: ManualClock,
     /// Whether `delete_expired` counts what it removes (Redis removes
     /// expired sessions by itself and reports 0).
     counts_expired: bool,
     _keep: Box<dyn Send>,
 }
 
+fn clock() -> ManualClock {
+    ManualClock::new(chrono::Utc::now())
+}
+
 async fn memory() -> Option<Backend> {
+    let clock = clock();
     Some(Backend {
-        sessions: Sessions::in_memory(),
+        sessions: Sessions::in_memory_with_clock(clock.clone()),
+        clock,
         counts_expired: true,
         _keep: Box::new(()),
     })
@@ -40,9 +50,13 @@ async fn memory() -> Option<Backend> {
 
 async fn postgres() -> Option<Backend> {
     let db = common::pg_db().await?;
-    let store = db.store().await;
+    let clock = clock();
+    let store = db
+        .store_with(Store::builder().max_connections(8).clock(clock.clone()))
+        .await;
     Some(Backend {
         sessions: Sessions::postgres(&store).expect("a PostgreSQL store"),
+        clock,
         counts_expired: true,
         _keep: Box::new((db, store)),
     })
@@ -54,10 +68,13 @@ async fn redis() -> Option<Backend> {
         prefix: format!("dreamnet:test:sess:{}:", Uuid::new_v4().simple()),
         ..RedisSessionOptions::default()
     };
+    let clock = clock();
     Some(Backend {
         sessions: Sessions::redis(&url, options)
             .await
-            .expect("Redis sessions"),
+            .expect("Redis sessions")
+            .with_clock(clock.clone()),
+        clock,
         counts_expired: false,
         _keep: Box::new(()),
     })
@@ -256,44 +273,47 @@ async fn log_out_everywhere(b: &Backend) {
 
 async fn expired_sessions_are_gone(b: &Backend) {
     let s = &b.sessions;
+    let minute = Duration::from_secs(60);
     let user = Uuid::now_v7();
-    let short = s
-        .create(NewSession::new(Duration::from_secs(1)).user(user))
-        .await
-        .unwrap();
-    let extended = s
-        .create(NewSession::new(Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let short = s.create(NewSession::new(minute).user(user)).await.unwrap();
+    let extended = s.create(NewSession::new(minute)).await.unwrap();
     let long = s.create(NewSession::new(HOUR).user(user)).await.unwrap();
     let other = Uuid::now_v7();
-    s.create(NewSession::new(Duration::from_secs(1)).user(other))
-        .await
-        .unwrap();
+    s.create(NewSession::new(minute).user(other)).await.unwrap();
     s.create(NewSession::new(HOUR).user(other)).await.unwrap();
-    assert!(s.load(&short.id).await.unwrap().is_some());
-    // Activity keeps a session alive past its first expiry.
-    s.extend(&extended.id, HOUR).await.unwrap().expect("live");
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Activity keeps a session alive past its first expiry.
+    b.clock.advance(chrono::Duration::seconds(30));
+    s.extend(&extended.id, minute).await.unwrap().expect("live");
+    // One microsecond before its end a session is live; at its end, not.
+    b.clock
+        .advance(chrono::Duration::seconds(30) - chrono::Duration::microseconds(1));
+    assert!(s.load(&short.id).await.unwrap().is_some());
+    b.clock.advance(chrono::Duration::microseconds(1));
     assert_eq!(s.load(&short.id).await.unwrap(), None);
     assert_eq!(s.save(&short.id, json!({}), HOUR).await.unwrap(), None);
     assert_eq!(s.extend(&short.id, HOUR).await.unwrap(), None);
+    assert_eq!(s.load(&short.id).await.unwrap(), None, "not brought back");
     assert!(s.load(&extended.id).await.unwrap().is_some());
     // Logging out everywhere counts only the sessions that were live.
     assert_eq!(s.delete_user(other).await.unwrap(), 1);
 
     let removed = s.delete_expired().await.unwrap();
     if b.counts_expired {
-        assert_eq!(removed, 1);
+        assert_eq!(
+            removed, 1,
+            "the short session (the other user's went with them)"
+        );
     } else {
         assert_eq!(removed, 0);
     }
     assert_eq!(s.delete_expired().await.unwrap(), 0);
     assert_eq!(s.load(&short.id).await.unwrap(), None);
     assert!(s.load(&long.id).await.unwrap().is_some());
-    // Only the live session counts when the user logs out everywhere.
     assert_eq!(s.delete_user(user).await.unwrap(), 1);
+
+    b.clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(s.load(&extended.id).await.unwrap(), None);
 }
 
 fn expect_invalid<T: std::fmt::Debug>(r: dreamnet_db::Result<T>, field: Field) {
@@ -431,7 +451,7 @@ async fn tower_create_load_save_delete(b: &Backend) {
     assert_eq!(loaded.data, rec.data);
     same_instant(loaded.expiry_date, rec.expiry_date);
 
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.clock.advance(chrono::Duration::seconds(5));
     rec.data.insert("count".into(), json!(2));
     rec.expiry_date += time::Duration::hours(1);
     store.save(&rec).await.unwrap();
@@ -500,9 +520,9 @@ async fn tower_user_field_and_expiry(b: &Backend) {
     store.save(&visitor).await.unwrap();
     assert!(store.load(&visitor.id).await.unwrap().is_none());
 
-    let mut short = record(json!({}), time::Duration::milliseconds(300));
+    let mut short = record(json!({}), time::Duration::minutes(1));
     store.create(&mut short).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.clock.advance(chrono::Duration::seconds(61));
     assert!(store.load(&short.id).await.unwrap().is_none());
     // An expired session's id is free again, even before cleanup.
     let mut again = record(json!({"again": true}), time::Duration::hours(1));

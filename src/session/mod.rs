@@ -317,6 +317,16 @@ impl Sessions {
         ))
     }
 
+    /// The same sessions timed by `clock`: creation times, expiries and
+    /// what counts as expired all follow it. Tests pass a
+    /// [`crate::ManualClock`] and move time exactly, on every backend. (On
+    /// Redis, keys still expire by Redis's own clock, `ttl` after they were
+    /// written; a session expired by `clock` is never returned before that.)
+    pub fn with_clock(mut self, clock: impl crate::Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// The largest session data accepted, serialized. Default
     /// [`DEFAULT_MAX_SESSION_BYTES`].
     pub fn max_data_bytes(mut self, bytes: usize) -> Self {

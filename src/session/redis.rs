@@ -17,12 +17,15 @@ use uuid::Uuid;
 use super::{Session, SessionBackend};
 use crate::error::{Backend, BoxError, Error, Result};
 
-/// KEYS[1] the session. ARGV: 1 mode (`nx`: only if absent; `put`:
-/// replace, keeping the creation time), 2 user or '', 3 created µs,
-/// 4 expires µs, 5 data, 6 ttl ms, 7 the session's hash, 8 user-set
-/// prefix. Returns 1 if stored.
+/// KEYS[1] the session. ARGV: 1 mode (`nx`: only if no live session holds
+/// the key; `put`: replace, keeping the creation time), 2 user or '',
+/// 3 created µs, 4 expires µs, 5 data, 6 ttl ms, 7 the session's hash,
+/// 8 user-set prefix, 9 now µs. Returns 1 if stored.
 const STORE: &str = r#"
-if ARGV[1] == 'nx' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[1] == 'nx' then
+  local e = redis.call('HGET', KEYS[1], 'e')
+  if e and tonumber(e) > tonumber(ARGV[9]) then return 0 end
+end
 local old = redis.call('HMGET', KEYS[1], 'u', 'c')
 local created = ARGV[3]
 if ARGV[1] == 'put' and old[2] then created = old[2] end
@@ -223,7 +226,8 @@ impl RedisSessions {
             .arg(data)
             .arg(ttl_ms(now, s.expires_at))
             .arg(key)
-            .arg(self.user_prefix());
+            .arg(self.user_prefix())
+            .arg(micros(now));
         let stored: i64 = self
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;
