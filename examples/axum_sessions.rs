@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --features tower-sessions --example axum_sessions
 //! DATABASE_URL=postgres://postgres@127.0.0.1/test cargo run --features tower-sessions --example axum_sessions
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --features tower-sessions,redis --example axum_sessions
 //! ```
 //!
 //! The example sends its requests to the router in-process (no port, no
@@ -75,6 +76,10 @@ async fn logout_everywhere(
 }
 
 async fn sessions() -> dreamnet_db::Result<(Sessions, &'static str)> {
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return Ok((Sessions::redis(&url, Default::default()).await?, "Redis"));
+    }
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
             let store = Store::builder()
@@ -109,7 +114,7 @@ async fn send(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> O
         .map(str::to_owned);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     println!(
-        "{method} {path:<20} -> {status} {}",
+        "{method:<5} {path:<19} -> {status} {}",
         String::from_utf8_lossy(&body)
     );
     set_cookie
@@ -134,10 +139,10 @@ async fn main() -> dreamnet_db::Result<()> {
     let laptop = send(&app, "POST", "/login", None)
         .await
         .expect("a session cookie");
+    let (name, token) = laptop.split_once('=').expect("name=value");
     println!(
-        "   laptop cookie: {}=<{} characters>",
-        laptop.split('=').next().unwrap(),
-        laptop.len()
+        "      the cookie: {name}=<{} characters, not shown>",
+        token.len()
     );
     send(&app, "GET", "/visit", Some(&laptop)).await;
     send(&app, "GET", "/visit", Some(&laptop)).await;
