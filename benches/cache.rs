@@ -16,17 +16,15 @@
 //! and deletes it when done. Skipped, with a line saying so, without
 //! `DATABASE_URL`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use common::raw;
 use criterion::Criterion;
-use dreamnet_db::{ApiKeySecret, CacheStats, Store};
-use serde_json::json;
+use dreamnet_db::{CacheStats, Store};
 use tokio::runtime::Runtime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 const USERS: usize = 100_000;
@@ -45,130 +43,9 @@ struct Data {
     keys: Vec<String>,
 }
 
-fn key_for(i: usize) -> String {
-    let digest = ApiKeySecret::parse(&format!("cache-bench-seed-{i}"))
-        .expect("printable")
-        .hash();
-    format!("dnk_{digest}")
-}
-
-async fn raw(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("raw connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
 async fn seed(url: &str) -> (Vec<Uuid>, Vec<String>) {
-    let store = Store::builder()
-        .database_url(url)
-        .max_connections(2)
-        .connect()
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    let client = raw(url).await;
-    let have: i64 = client
-        .query_one(
-            "SELECT count(*) FROM users WHERE email LIKE 'cachebench-%@example.com'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    if have as usize != USERS {
-        println!("seeding {USERS} users and keys (once)…");
-        let started = Instant::now();
-        client
-            .batch_execute(
-                "DELETE FROM api_keys WHERE service = 'cachebench';
-                 UPDATE events SET user_id = NULL WHERE user_id IN
-                     (SELECT id FROM users WHERE email LIKE 'cachebench-%@example.com');
-                 DELETE FROM users WHERE email LIKE 'cachebench-%@example.com';",
-            )
-            .await
-            .unwrap();
-        let now = Utc::now();
-        let ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::now_v7()).collect();
-        let sink = client
-            .copy_in(
-                "COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) \
-                 FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let types = [
-            Type::UUID,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::JSONB,
-            Type::JSONB,
-        ];
-        let w = BinaryCopyInWriter::new(sink, &types);
-        tokio::pin!(w);
-        let meta = json!({"source": "signup", "plan": "free"});
-        let prefs = json!({"theme": "dark", "lang": "en"});
-        for (i, id) in ids.iter().enumerate() {
-            let email = format!("cachebench-{i}@example.com");
-            let row: [&(dyn ToSql + Sync); 7] = [id, &email, &"visitor", &now, &now, &meta, &prefs];
-            w.as_mut().write(&row).await.unwrap();
-        }
-        w.finish().await.unwrap();
-        let sink = client
-            .copy_in(
-                "COPY api_keys (id, user_id, service, hashed_key, created_at, key_prefix) \
-                 FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let types = [
-            Type::UUID,
-            Type::UUID,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::TIMESTAMPTZ,
-            Type::VARCHAR,
-        ];
-        let w = BinaryCopyInWriter::new(sink, &types);
-        tokio::pin!(w);
-        for (i, user) in ids.iter().enumerate() {
-            let key = ApiKeySecret::parse(&key_for(i)).unwrap();
-            let row: [&(dyn ToSql + Sync); 6] = [
-                &Uuid::now_v7(),
-                user,
-                &"cachebench",
-                &key.hash(),
-                &now,
-                &key.display_prefix(),
-            ];
-            w.as_mut().write(&row).await.unwrap();
-        }
-        w.finish().await.unwrap();
-        client
-            .batch_execute("ANALYZE users; ANALYZE api_keys;")
-            .await
-            .unwrap();
-        println!("seeded in {:.1?}", started.elapsed());
-    }
-    let rows = client
-        .query(
-            "SELECT id, (regexp_match(email, 'cachebench-([0-9]+)@'))[1]::int \
-             FROM users WHERE email LIKE 'cachebench-%@example.com'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut users = vec![Uuid::nil(); USERS];
-    for r in rows {
-        let i: i32 = r.get(1);
-        users[i as usize] = r.get(0);
-    }
-    (users, (0..USERS).map(key_for).collect())
+    let seeded = common::users_and_keys(url, "cachebench", USERS).await;
+    (seeded.users, seeded.keys)
 }
 
 /// xorshift64*: a small, seeded, reproducible random source.

@@ -12,6 +12,8 @@
 //! added to its `sessions` table). Parts whose server is unreachable or
 //! unset are skipped, with a line saying so.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -172,10 +174,7 @@ fn main() {
     }
     if let Some(db) = &db {
         // The same row by a hand-written prepared select.
-        let (client, conn) = rt
-            .block_on(tokio_postgres::connect(db, tokio_postgres::NoTls))
-            .expect("raw connect");
-        rt.spawn(conn);
+        let client = rt.block_on(common::raw(db));
         let stmt = rt
             .block_on(client.prepare(
                 "SELECT user_id, data, created_at, expires_at FROM sessions \

@@ -10,18 +10,21 @@
 //! 1,000,000 events. Both sides connect without TLS (`sslmode=disable` is
 //! added unless the URL sets `sslmode`), so they pay the same.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::raw;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use dreamnet_db::{ApiKeySecret, EventFilter, EventType, NewEvent, Store, TimeBucket, TimeRange};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 const USERS: usize = 100_000;
@@ -45,123 +48,35 @@ struct Data {
     keys: Vec<String>,
 }
 
-fn key_for(i: usize) -> String {
-    // Deterministic, well-formed keys so a re-run can find them again.
-    let digest = ApiKeySecret::parse(&format!("bench-seed-{i}"))
-        .expect("printable")
-        .hash();
-    format!("dnk_{digest}")
-}
-
-async fn raw(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+/// A binary `COPY` into `events`, columns `id, user_id, event_type,
+/// payload, created_at`.
+async fn copy_events(client: &Client) -> BinaryCopyInWriter {
+    let sink = client
+        .copy_in("COPY events (id, user_id, event_type, payload, created_at) FROM STDIN BINARY")
         .await
-        .expect("raw connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+        .unwrap();
+    BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::UUID,
+            Type::UUID,
+            Type::VARCHAR,
+            Type::JSONB,
+            Type::TIMESTAMPTZ,
+        ],
+    )
 }
 
+/// Seeds (once) the users and keys, then the events, which the users'
+/// reseeding removed.
 async fn seed(url: &str) -> Data {
-    let store = Store::builder()
-        .database_url(url)
-        .connect()
-        .await
-        .expect("connect");
-    store.migrate().await.expect("migrate");
-    let client = raw(url).await;
-    let have: i64 = client
-        .query_one(
-            "SELECT count(*) FROM users WHERE email LIKE 'bench-%@example.com'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    if have as usize != USERS {
-        println!("seeding {USERS} users and keys and {EVENTS} events (once)…");
+    let seeded = common::users_and_keys(url, "bench", USERS).await;
+    if seeded.fresh {
+        println!("seeding {EVENTS} events (once)…");
         let started = Instant::now();
-        client
-            .batch_execute(
-                "DELETE FROM events WHERE event_type LIKE 'bench.%' OR user_id IN (SELECT id FROM users WHERE email LIKE 'bench-%@example.com');
-                 DELETE FROM api_keys WHERE service = 'bench';
-                 DELETE FROM users WHERE email LIKE 'bench-%@example.com';",
-            )
-            .await
-            .unwrap();
+        let client = raw(url).await;
         let now = Utc::now();
-        let ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::now_v7()).collect();
-        let sink = client
-            .copy_in("COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::VARCHAR,
-                Type::VARCHAR,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::JSONB,
-                Type::JSONB,
-            ],
-        );
-        tokio::pin!(w);
-        let meta = json!({"bench": true});
-        let prefs = json!({"theme": "dark"});
-        for (i, id) in ids.iter().enumerate() {
-            let email = format!("bench-{i}@example.com");
-            let row: [&(dyn ToSql + Sync); 7] = [id, &email, &"visitor", &now, &now, &meta, &prefs];
-            w.as_mut().write(&row).await.unwrap();
-        }
-        w.finish().await.unwrap();
-
-        let sink = client
-            .copy_in("COPY api_keys (id, user_id, service, hashed_key, created_at, key_prefix) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::UUID,
-                Type::VARCHAR,
-                Type::VARCHAR,
-                Type::TIMESTAMPTZ,
-                Type::VARCHAR,
-            ],
-        );
-        tokio::pin!(w);
-        for (i, user) in ids.iter().enumerate() {
-            let key = ApiKeySecret::parse(&key_for(i)).unwrap();
-            let row: [&(dyn ToSql + Sync); 6] = [
-                &Uuid::now_v7(),
-                user,
-                &"bench",
-                &key.hash(),
-                &now,
-                &key.display_prefix(),
-            ];
-            w.as_mut().write(&row).await.unwrap();
-        }
-        w.finish().await.unwrap();
-
-        let sink = client
-            .copy_in("COPY events (id, user_id, event_type, payload, created_at) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::UUID,
-                Type::UUID,
-                Type::VARCHAR,
-                Type::JSONB,
-                Type::TIMESTAMPTZ,
-            ],
-        );
+        let w = copy_events(&client).await;
         tokio::pin!(w);
         for i in 0..EVENTS {
             // Spread over 30 days, ten types, twenty countries.
@@ -169,7 +84,7 @@ async fn seed(url: &str) -> Data {
             let payload = json!({"n": i % 1000, "country": format!("C{}", i % 20)});
             let row: [&(dyn ToSql + Sync); 5] = [
                 &Uuid::now_v7(),
-                &ids[i % USERS],
+                &seeded.users[i % USERS],
                 &EVENT_TYPES[i % 10],
                 &payload,
                 &at,
@@ -184,25 +99,12 @@ async fn seed(url: &str) -> Data {
                 .await
                 .unwrap();
         }
-        println!("seeded in {:.1?}", started.elapsed());
+        println!("seeded events in {:.1?}", started.elapsed());
     }
-    let rows = client
-        .query(
-            "SELECT id, (regexp_match(email, 'bench-([0-9]+)@'))[1]::int AS i FROM users WHERE email LIKE 'bench-%@example.com'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut users = vec![Uuid::nil(); USERS];
-    for r in rows {
-        let i: i32 = r.get(1);
-        users[i as usize] = r.get(0);
-    }
-    let keys = (0..USERS).map(key_for).collect();
     Data {
         url: url.to_owned(),
-        users,
-        keys,
+        users: seeded.users,
+        keys: seeded.keys,
     }
 }
 
@@ -461,22 +363,7 @@ fn event_writes(c: &mut Criterion, rt: &Runtime, data: &Data) {
     });
     g.bench_function(BenchmarkId::new("raw_tokio_postgres", "binary_copy"), |b| {
         b.to_async(rt).iter(|| async {
-            let sink = client
-                .copy_in(
-                    "COPY events (id, user_id, event_type, payload, created_at) FROM STDIN BINARY",
-                )
-                .await
-                .unwrap();
-            let w = BinaryCopyInWriter::new(
-                sink,
-                &[
-                    Type::UUID,
-                    Type::UUID,
-                    Type::VARCHAR,
-                    Type::JSONB,
-                    Type::TIMESTAMPTZ,
-                ],
-            );
+            let w = copy_events(&client).await;
             tokio::pin!(w);
             let now = Utc::now();
             for i in 0..BATCH {

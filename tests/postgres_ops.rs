@@ -239,14 +239,13 @@ async fn keys_are_stored_as_lowercase_sha256_and_revocation_hides_them_from_othe
         return;
     };
     let store = db.store().await;
-    let user = store
+    let (_, issued) = store
         .users()
-        .create(NewUser::with_email("hash@example.com".parse().unwrap()))
-        .await
-        .unwrap();
-    let issued = store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(
+            NewUser::with_email("hash@example.com".parse().unwrap()),
+            "billing",
+            None,
+        )
         .await
         .unwrap();
     let client = client_for(&db.url).await;

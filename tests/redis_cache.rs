@@ -317,12 +317,11 @@ async fn deleting_a_user_drops_them_and_their_keys_everywhere() {
 async fn a_revoked_key_is_refused_on_the_very_next_validate_elsewhere() {
     let Some(env) = Env::new().await else { return };
     let (a, b) = (env.store().await, env.store().await);
-    let user = a
+    let (_, issued) = a
         .users()
-        .create(NewUser::with_email(unique_email("rev")))
+        .create_with_key(NewUser::with_email(unique_email("rev")), "billing", None)
         .await
         .unwrap();
-    let issued = a.api_keys().issue(user.id, "billing", None).await.unwrap();
     let secret = issued.secret.expose_secret();
     for _ in 0..4 {
         b.api_keys().validate_for(secret, "billing").await.unwrap();
@@ -353,12 +352,11 @@ async fn a_revoked_key_is_refused_on_the_very_next_validate_elsewhere() {
 async fn a_rotated_key_is_refused_at_once_and_its_successor_works() {
     let Some(env) = Env::new().await else { return };
     let (a, b) = (env.store().await, env.store().await);
-    let user = a
+    let (_, old) = a
         .users()
-        .create(NewUser::with_email(unique_email("rot")))
+        .create_with_key(NewUser::with_email(unique_email("rot")), "billing", None)
         .await
         .unwrap();
-    let old = a.api_keys().issue(user.id, "billing", None).await.unwrap();
     for _ in 0..3 {
         b.api_keys()
             .validate(old.secret.expose_secret())
@@ -388,14 +386,9 @@ async fn last_used_moves_and_the_cache_follows_without_writing_again() {
     let Some(env) = Env::new().await else { return };
     let clock = ManualClock::new("2026-03-01T12:00:00Z".parse().unwrap());
     let store = env.db.store_with(env.builder().clock(clock.clone())).await;
-    let user = store
+    let (_, issued) = store
         .users()
-        .create(NewUser::with_email(unique_email("lu")))
-        .await
-        .unwrap();
-    let issued = store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(NewUser::with_email(unique_email("lu")), "billing", None)
         .await
         .unwrap();
     let secret = issued.secret.expose_secret();
@@ -521,14 +514,9 @@ async fn hit_and_miss_counts() {
     let store = env.store().await;
     assert_eq!(stats(&store), CacheStats::default());
     let email = unique_email("count");
-    let user = store
+    let (user, issued) = store
         .users()
-        .create(NewUser::with_email(email.clone()))
-        .await
-        .unwrap();
-    let issued = store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(NewUser::with_email(email.clone()), "billing", None)
         .await
         .unwrap();
     assert_eq!(stats(&store), CacheStats::default(), "writes are not reads");
@@ -709,14 +697,9 @@ async fn a_store_starts_and_serves_without_redis() {
     let started = Instant::now();
     let store = env.store().await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    let user = store
+    let (user, issued) = store
         .users()
-        .create(NewUser::with_email(unique_email("nored")))
-        .await
-        .unwrap();
-    let issued = store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(NewUser::with_email(unique_email("nored")), "billing", None)
         .await
         .unwrap();
     let started = Instant::now();
@@ -946,12 +929,11 @@ async fn redis_frozen_mid_run() {
         return;
     };
     let (a, b) = (env.store().await, env.store().await);
-    let user = a
+    let (user, issued) = a
         .users()
-        .create(NewUser::with_email(unique_email("freeze")))
+        .create_with_key(NewUser::with_email(unique_email("freeze")), "billing", None)
         .await
         .unwrap();
-    let issued = a.api_keys().issue(user.id, "billing", None).await.unwrap();
     let secret = issued.secret.expose_secret();
     for store in [&a, &b, &a, &b] {
         store.users().get(user.id).await.unwrap();

@@ -286,16 +286,14 @@ async fn a_fill_that_read_before_a_revoke_is_refused() {
     let Some(mut rig) = Rig::new().await else {
         return;
     };
-    let user = rig
+    let (_, issued) = rig
         .store
         .users()
-        .create(NewUser::with_email("race-key@example.com".parse().unwrap()))
-        .await
-        .unwrap();
-    let issued = rig
-        .store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(
+            NewUser::with_email("race-key@example.com".parse().unwrap()),
+            "billing",
+            None,
+        )
         .await
         .unwrap();
     let secret = issued.secret.expose_secret().to_owned();
@@ -335,18 +333,14 @@ async fn a_key_fill_that_read_before_its_users_deletion_is_refused() {
     let Some(mut rig) = Rig::new().await else {
         return;
     };
-    let user = rig
+    let (user, issued) = rig
         .store
         .users()
-        .create(NewUser::with_email(
-            "race-delete@example.com".parse().unwrap(),
-        ))
-        .await
-        .unwrap();
-    let issued = rig
-        .store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(
+            NewUser::with_email("race-delete@example.com".parse().unwrap()),
+            "billing",
+            None,
+        )
         .await
         .unwrap();
     let secret = issued.secret.expose_secret().to_owned();
@@ -461,18 +455,14 @@ async fn a_fill_through_the_key_index_that_read_before_a_revoke_is_refused() {
     let Some(mut rig) = Rig::new().await else {
         return;
     };
-    let user = rig
+    let (_, issued) = rig
         .store
         .users()
-        .create(NewUser::with_email(
-            "race-key-index@example.com".parse().unwrap(),
-        ))
-        .await
-        .unwrap();
-    let issued = rig
-        .store
-        .api_keys()
-        .issue(user.id, "billing", None)
+        .create_with_key(
+            NewUser::with_email("race-key-index@example.com".parse().unwrap()),
+            "billing",
+            None,
+        )
         .await
         .unwrap();
     let secret = issued.secret.expose_secret().to_owned();

@@ -262,14 +262,13 @@ mod tests {
     #[tokio::test]
     async fn debug_shows_counts_never_contents() {
         let store = Store::in_memory();
-        let user = store
+        let (_, issued) = store
             .users()
-            .create(NewUser::with_email("ada@example.com".parse().unwrap()))
-            .await
-            .unwrap();
-        let issued = store
-            .api_keys()
-            .issue(user.id, "billing", None)
+            .create_with_key(
+                NewUser::with_email("ada@example.com".parse().unwrap()),
+                "billing",
+                None,
+            )
             .await
             .unwrap();
         let shown = format!("{store:?}");

@@ -1,5 +1,17 @@
 //! The PostgreSQL backend: diesel-async connections in a bb8 pool.
 
+/// Runs `$f(connection, args…)` on a pooled connection of `$backend` (a
+/// `PgBackend`); if the call finds the connection gone, the pool drops it
+/// instead of handing it out again. Defined before the modules so that
+/// they can use it too.
+macro_rules! on_conn {
+    ($backend:ident, $f:path, $($arg:expr),*) => {{
+        let mut checkout = $backend.checkout().await?;
+        let result = $f(checkout.conn(), $($arg),*).await;
+        checkout.settle(result)
+    }};
+}
+
 mod connect;
 mod errors;
 mod events;
@@ -39,16 +51,6 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// Migrations of several processes starting at once take turns under this
 /// advisory lock.
 const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
-
-/// Runs `$f(connection, args…)` on a pooled connection; if the call finds
-/// the connection gone, the pool drops it instead of handing it out again.
-macro_rules! on_conn {
-    ($self:ident, $f:path, $($arg:expr),*) => {{
-        let mut checkout = $self.checkout().await?;
-        let result = $f(checkout.conn(), $($arg),*).await;
-        checkout.settle(result)
-    }};
-}
 
 async fn health_check(conn: &mut AsyncPgConnection) -> Result<()> {
     diesel::sql_query("SELECT 1").execute(conn).await?;

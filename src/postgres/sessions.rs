@@ -1,6 +1,6 @@
 //! Sessions in the `sessions` table, over a store's pool. Each call is one
-//! statement (creating over an expired session's key, two), so each is
-//! atomic without a transaction.
+//! statement (creating over an expired session's key, two, each atomic),
+//! so none needs a transaction.
 //!
 //! diesel caches the prepared statements of inserts and selects but not of
 //! `UPDATE`s and upserts, which it prepares again on every call: `load` and
@@ -14,6 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::PgBackend;
 use super::schema::sessions;
 use crate::Store;
 use crate::error::{Error, Result};
@@ -39,8 +40,14 @@ impl From<SessionRow> for Session {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = sessions, treat_none_as_default_value = false)]
+/// A whole session row: inserted as it is, or written over an expired one
+/// (as a changeset it leaves `id` alone and sets `user_id` even to NULL).
+#[derive(Insertable, AsChangeset)]
+#[diesel(
+    table_name = sessions,
+    treat_none_as_default_value = false,
+    treat_none_as_null = true
+)]
 struct NewRow<'a> {
     id: &'a str,
     user_id: Option<Uuid>,
@@ -59,6 +66,121 @@ impl<'a> NewRow<'a> {
             expires_at: s.expires_at,
         }
     }
+}
+
+/// A new expiry, and new data if given (`None` leaves the data as it is).
+#[derive(AsChangeset)]
+#[diesel(table_name = sessions)]
+struct Change<'a> {
+    data: Option<&'a Value>,
+    expires_at: DateTime<Utc>,
+}
+
+async fn insert(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    session: &Session,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    // The usual case, a key nobody holds, is a plain insert: diesel caches
+    // its prepared statement (it never caches an `UPDATE` or a `DO UPDATE`,
+    // which cost a second round trip to prepare every time).
+    let inserted = diesel::insert_into(sessions::table)
+        .values(NewRow::of(key, session))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 1 {
+        return Ok(true);
+    }
+    // Taken: take the key over only from an expired session.
+    let taken_over = diesel::update(
+        sessions::table
+            .find(key)
+            .filter(sessions::expires_at.le(now)),
+    )
+    .set(NewRow::of(key, session))
+    .execute(conn)
+    .await?;
+    Ok(taken_over == 1)
+}
+
+async fn put(conn: &mut AsyncPgConnection, key: &str, session: &Session) -> Result<()> {
+    diesel::insert_into(sessions::table)
+        .values(NewRow::of(key, session))
+        .on_conflict(sessions::id)
+        .do_update()
+        .set((
+            sessions::user_id.eq(excluded(sessions::user_id)),
+            sessions::data.eq(excluded(sessions::data)),
+            sessions::expires_at.eq(excluded(sessions::expires_at)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn load(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Session>> {
+    Ok(sessions::table
+        .find(key)
+        .filter(sessions::expires_at.gt(now))
+        .select(SessionRow::as_select())
+        .get_result(conn)
+        .await
+        .optional()?
+        .map(Session::from))
+}
+
+async fn update(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    change: Change<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Session>> {
+    Ok(diesel::update(
+        sessions::table
+            .find(key)
+            .filter(sessions::expires_at.gt(now)),
+    )
+    .set(change)
+    .returning(SessionRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?
+    .map(Session::from))
+}
+
+async fn delete(conn: &mut AsyncPgConnection, key: &str, now: DateTime<Utc>) -> Result<bool> {
+    let ended: Option<DateTime<Utc>> = diesel::delete(sessions::table.find(key))
+        .returning(sessions::expires_at)
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(ended.is_some_and(|t| t > now))
+}
+
+async fn delete_user(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let ended: Vec<DateTime<Utc>> =
+        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)))
+            .returning(sessions::expires_at)
+            .get_results(conn)
+            .await?;
+    Ok(ended.into_iter().filter(|t| *t > now).count() as u64)
+}
+
+async fn delete_expired(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Result<u64> {
+    let removed = diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+        .execute(conn)
+        .await?;
+    Ok(removed as u64)
 }
 
 /// The PostgreSQL session backend: a handle on the store it shares a pool
@@ -84,84 +206,27 @@ impl PgSessions {
             store: store.clone(),
         })
     }
-}
 
-/// Runs `$body` with `$conn` bound to a pooled connection of the store.
-macro_rules! with_conn {
-    ($self:ident, |$conn:ident| $body:expr) => {{
-        let pg = $self.store.postgres().expect("checked in PgSessions::new");
-        let mut checkout = pg.checkout().await?;
-        let result: Result<_> = async {
-            let $conn: &mut AsyncPgConnection = checkout.conn();
-            $body
-        }
-        .await;
-        checkout.settle(result)
-    }};
+    fn pg(&self) -> &PgBackend {
+        self.store.postgres().expect("checked in PgSessions::new")
+    }
 }
 
 #[async_trait::async_trait]
 impl SessionBackend for PgSessions {
     async fn insert(&self, key: &str, session: &Session, now: DateTime<Utc>) -> Result<bool> {
-        with_conn!(self, |conn| {
-            // The usual case, a key nobody holds, is a plain insert: diesel
-            // caches its prepared statement (it never caches `DO UPDATE`,
-            // which would cost a second round trip to prepare every time).
-            let inserted = diesel::insert_into(sessions::table)
-                .values(NewRow::of(key, session))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 1 {
-                return Ok(true);
-            }
-            // Taken: take the key over only from an expired session.
-            let upsert = diesel::insert_into(sessions::table)
-                .values(NewRow::of(key, session))
-                .on_conflict(sessions::id)
-                .do_update()
-                .set((
-                    sessions::user_id.eq(excluded(sessions::user_id)),
-                    sessions::data.eq(excluded(sessions::data)),
-                    sessions::created_at.eq(excluded(sessions::created_at)),
-                    sessions::expires_at.eq(excluded(sessions::expires_at)),
-                ));
-            let stored =
-                diesel::query_dsl::methods::FilterDsl::filter(upsert, sessions::expires_at.le(now))
-                    .execute(conn)
-                    .await?;
-            Ok(stored == 1)
-        })
+        let pg = self.pg();
+        on_conn!(pg, insert, key, session, now)
     }
 
     async fn put(&self, key: &str, session: &Session, _now: DateTime<Utc>) -> Result<()> {
-        with_conn!(self, |conn| {
-            diesel::insert_into(sessions::table)
-                .values(NewRow::of(key, session))
-                .on_conflict(sessions::id)
-                .do_update()
-                .set((
-                    sessions::user_id.eq(excluded(sessions::user_id)),
-                    sessions::data.eq(excluded(sessions::data)),
-                    sessions::expires_at.eq(excluded(sessions::expires_at)),
-                ))
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
+        let pg = self.pg();
+        on_conn!(pg, put, key, session)
     }
 
     async fn load(&self, key: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
-        with_conn!(self, |conn| {
-            Ok(sessions::table
-                .find(key)
-                .filter(sessions::expires_at.gt(now))
-                .select(SessionRow::as_select())
-                .get_result(conn)
-                .await
-                .optional()?
-                .map(Session::from))
-        })
+        let pg = self.pg();
+        on_conn!(pg, load, key, now)
     }
 
     async fn update(
@@ -171,58 +236,22 @@ impl SessionBackend for PgSessions {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Session>> {
-        with_conn!(self, |conn| {
-            let live = sessions::table
-                .find(key)
-                .filter(sessions::expires_at.gt(now));
-            let row = match data {
-                Some(data) => {
-                    diesel::update(live)
-                        .set((sessions::data.eq(data), sessions::expires_at.eq(expires_at)))
-                        .returning(SessionRow::as_returning())
-                        .get_result(conn)
-                        .await
-                }
-                None => {
-                    diesel::update(live)
-                        .set(sessions::expires_at.eq(expires_at))
-                        .returning(SessionRow::as_returning())
-                        .get_result(conn)
-                        .await
-                }
-            };
-            Ok(row.optional()?.map(Session::from))
-        })
+        let pg = self.pg();
+        on_conn!(pg, update, key, Change { data, expires_at }, now)
     }
 
     async fn delete(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
-        with_conn!(self, |conn| {
-            let ended: Option<DateTime<Utc>> = diesel::delete(sessions::table.find(key))
-                .returning(sessions::expires_at)
-                .get_result(conn)
-                .await
-                .optional()?;
-            Ok(ended.is_some_and(|t| t > now))
-        })
+        let pg = self.pg();
+        on_conn!(pg, delete, key, now)
     }
 
     async fn delete_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<u64> {
-        with_conn!(self, |conn| {
-            let ended: Vec<DateTime<Utc>> =
-                diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)))
-                    .returning(sessions::expires_at)
-                    .get_results(conn)
-                    .await?;
-            Ok(ended.into_iter().filter(|t| *t > now).count() as u64)
-        })
+        let pg = self.pg();
+        on_conn!(pg, delete_user, user_id, now)
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {
-        with_conn!(self, |conn| {
-            let removed = diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
-                .execute(conn)
-                .await?;
-            Ok(removed as u64)
-        })
+        let pg = self.pg();
+        on_conn!(pg, delete_expired, now)
     }
 }

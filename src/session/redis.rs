@@ -110,6 +110,10 @@ impl Default for RedisSessionOptions {
 pub(super) struct RedisSessions {
     conn: ConnectionManager,
     options: RedisSessionOptions,
+    /// `<prefix>s:`, before a session's hash.
+    session_prefix: String,
+    /// `<prefix>u:`, before a user's id.
+    user_prefix: String,
     store: Script,
     update: Script,
     delete: Script,
@@ -182,6 +186,8 @@ impl RedisSessions {
     pub(super) fn connect(url: &str, options: RedisSessionOptions) -> Result<Self> {
         Ok(RedisSessions {
             conn: crate::redis_conn::manager(url, options.timeout)?,
+            session_prefix: format!("{}s:", options.prefix),
+            user_prefix: format!("{}u:", options.prefix),
             options,
             store: Script::new(STORE),
             update: Script::new(UPDATE),
@@ -191,15 +197,7 @@ impl RedisSessions {
     }
 
     fn session_key(&self, key: &str) -> String {
-        format!("{}s:{key}", self.options.prefix)
-    }
-
-    fn session_prefix(&self) -> String {
-        format!("{}s:", self.options.prefix)
-    }
-
-    fn user_prefix(&self) -> String {
-        format!("{}u:", self.options.prefix)
+        format!("{}{key}", self.session_prefix)
     }
 
     /// Runs `call` on a clone of the connection, bounded by the timeout.
@@ -226,7 +224,7 @@ impl RedisSessions {
             .arg(data)
             .arg(ttl_ms(now, s.expires_at))
             .arg(key)
-            .arg(self.user_prefix())
+            .arg(&self.user_prefix)
             .arg(micros(now));
         let stored: i64 = self
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
@@ -277,7 +275,7 @@ impl SessionBackend for RedisSessions {
             .arg(ttl_ms(now, expires_at))
             .arg(if data.is_some() { "1" } else { "0" })
             .arg(data.unwrap_or_default())
-            .arg(self.user_prefix())
+            .arg(&self.user_prefix)
             .arg(micros(now));
         let fields: Vec<Option<String>> = self
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
@@ -287,7 +285,7 @@ impl SessionBackend for RedisSessions {
 
     async fn delete(&self, key: &str, now: DateTime<Utc>) -> Result<bool> {
         let mut call = self.delete.key(self.session_key(key));
-        call.arg(self.user_prefix()).arg(key).arg(micros(now));
+        call.arg(&self.user_prefix).arg(key).arg(micros(now));
         let live: i64 = self
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;
@@ -296,10 +294,8 @@ impl SessionBackend for RedisSessions {
 
     async fn delete_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<u64> {
         let user = user_id.to_string();
-        let mut call = self
-            .delete_user
-            .key(format!("{}{user}", self.user_prefix()));
-        call.arg(self.session_prefix()).arg(user).arg(micros(now));
+        let mut call = self.delete_user.key(format!("{}{user}", &self.user_prefix));
+        call.arg(&self.session_prefix).arg(user).arg(micros(now));
         let live: i64 = self
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;
