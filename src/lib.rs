@@ -44,20 +44,37 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backend;
-mod cache;
-mod clock;
-mod error;
-#[cfg(feature = "memory")]
-mod memory;
-mod model;
-mod postgres;
-mod rate_limit;
-#[cfg(feature = "redis")]
-mod redis_conn;
-mod session;
+// The crate in layers, each pointing only down:
+//
+// - `store` (one facade file per repository: `store/users.rs`,
+//   `store/api_keys.rs`, `store/events.rs`; `store/builder.rs`),
+//   `session` and `rate_limit`: what callers use.
+// - `postgres`, `memory`, `cache` (a decorator over any backend): the
+//   backends, one module each, implementing the contract below.
+// - `backend`: the contract (`Backend`, `SessionBackend`) with the settings
+//   and state types it needs.
+// - `model`, `error`, `clock`, `telemetry`: validated types, records,
+//   errors, time and tracing, used by every layer above.
 mod store;
 
+mod rate_limit;
+mod session;
+
+mod cache;
+#[cfg(feature = "memory")]
+mod memory;
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis_conn;
+
+mod backend;
+
+mod clock;
+mod error;
+mod model;
+mod telemetry;
+
+pub use backend::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
 pub use cache::CacheStats;
 #[cfg(feature = "redis")]
 pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
@@ -80,10 +97,7 @@ pub use session::{
     CreatedSession, DEFAULT_MAX_SESSION_BYTES, MAX_SESSION_TTL, NewSession, Session, SessionId,
     Sessions,
 };
-pub use store::{
-    ApiKeys, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Events, PoolState, Store,
-    StoreBuilder, Users,
-};
+pub use store::{ApiKeys, Events, Store, StoreBuilder, Users};
 
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -11,13 +11,13 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::client::{Invalidation, Lookup, RedisCache};
-use crate::backend::{Backend, NewKeyRow};
+use crate::backend::{Backend, NewKeyRow, SessionBackend};
+use crate::backend::{PoolState, Settings};
 use crate::error::Result;
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress,
 };
-use crate::store::{PoolState, Settings};
 
 /// The Redis cache in front of another backend. See the module
 /// documentation of `cache`.
@@ -391,7 +391,7 @@ impl Backend for CachedBackend {
         self.inner.pool_state()
     }
 
-    fn postgres(&self) -> Option<&crate::postgres::PgBackend> {
-        self.inner.postgres()
+    fn sessions(self: Arc<Self>) -> Option<Arc<dyn SessionBackend>> {
+        self.inner.clone().sessions()
     }
 }

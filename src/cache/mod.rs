@@ -208,7 +208,6 @@ mod settings {
     use super::keys::DEFAULT_CACHE_PREFIX;
     use crate::backend::Backend;
     use crate::error::{Error, Result};
-    use crate::store::StoreBuilder;
 
     /// How long a cached record lives in Redis by default: five minutes.
     pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -275,116 +274,5 @@ mod settings {
         let cache = RedisCache::connect(url, settings).await?;
         let counters = cache.counters().clone();
         Ok((Arc::new(CachedBackend::new(backend, cache)), Some(counters)))
-    }
-
-    /// The Redis cache's knobs (feature `redis`).
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    impl StoreBuilder {
-        /// Puts a Redis cache in front of user and API key reads:
-        /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for
-        /// TLS. Services usually pass their `REDIS_URL`. Off (no cache) by
-        /// default. The URL, which may hold a password, never appears in
-        /// `Debug` output, logs or errors. Handler code does not change.
-        ///
-        /// **What is cached**: users by id, email and wallet address, and API
-        /// key records by key hash, for [`cache_ttl`](Self::cache_ttl).
-        /// Lookups that find nothing are not cached. Validation still checks
-        /// revocation, expiry and the service against the store's clock on
-        /// every call.
-        ///
-        /// **Never stale after a write**: every write that changes a cached
-        /// record (updating or deleting a user, revoking, rotating or
-        /// touching a key, a user's keys deleted with them) deletes it from
-        /// Redis once the database has committed, so the next read through
-        /// any store sharing the Redis and [`cache_prefix`](Self::cache_prefix)
-        /// gets the new value: a revoked key is refused on the very next
-        /// validation. A reader that read the old value before such a write
-        /// cannot put it back afterwards: fills are leased, and an
-        /// invalidation revokes the lease.
-        ///
-        /// **Redis down or slow**: every Redis call is bounded by
-        /// [`redis_timeout`](Self::redis_timeout); reads then come from the
-        /// database and writes still succeed (a `warn` is logged and
-        /// [`CacheStats::errors`](crate::CacheStats::errors) counts it). An
-        /// invalidation that cannot reach Redis is kept and retried (every
-        /// 200 ms, and before any other Redis call); until it is carried
-        /// out, this store reads from the database only, so it never serves
-        /// what its own write made stale. Another process that can still
-        /// reach Redis while this one cannot (a partition rather than an
-        /// outage) may read such an entry until this process reaches Redis
-        /// again, or the entry's TTL ends; if this process exits first, the
-        /// TTL alone bounds it.
-        ///
-        /// **What Redis holds**: JSON records without any hash, under names
-        /// that hash emails, wallet addresses and key hashes again under a
-        /// domain tag: nothing in Redis is a key or lets a reader forge one.
-        /// (A client that can *write* to this Redis can change what the
-        /// store answers, as with any cache: give the cache a Redis, or an
-        /// ACL user and prefix, of its own.) A standalone Redis 6.2 or newer
-        /// (or a primary with replicas) is supported; Redis Cluster is not.
-        ///
-        /// [`connect`](Self::connect) does not fail when Redis is
-        /// unreachable: the store reads from the database until Redis
-        /// answers. [`Store::cache_stats`](crate::Store::cache_stats) shows
-        /// how the cache does.
-        ///
-        /// ```no_run
-        /// # async fn demo() -> dreamnet_db::Result<()> {
-        /// use std::time::Duration;
-        /// use dreamnet_db::Store;
-        ///
-        /// let store = Store::builder()
-        ///     .database_url(std::env::var("DATABASE_URL").unwrap_or_default())
-        ///     .redis_url(std::env::var("REDIS_URL").unwrap_or_default())
-        ///     .cache_ttl(Duration::from_secs(60))
-        ///     .connect()
-        ///     .await?;
-        /// let user = store.users().get(uuid::Uuid::nil()).await; // from Redis when cached
-        /// println!("{:?}", store.cache_stats());
-        /// # Ok(()) }
-        /// ```
-        pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-            self.cache.redis_url = Some(SecretString::from(url.into()));
-            self
-        }
-
-        /// How long a cached record lives in Redis before it is read from
-        /// the database again. Writes through any store invalidate at once;
-        /// the TTL bounds only what a process that could not reach Redis
-        /// may leave behind (see the [`cache_stats`](crate::Store::cache_stats)
-        /// docs). Default five minutes; at least 1 ms.
-        pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-            self.cache.ttl = ttl;
-            self
-        }
-
-        /// The bound on every Redis call, connecting included. A call that
-        /// takes longer is abandoned and the read goes to the database.
-        /// Default 100 ms.
-        pub fn redis_timeout(mut self, timeout: Duration) -> Self {
-            self.cache.timeout = timeout;
-            self
-        }
-
-        /// The prefix of every Redis key the cache writes, so that
-        /// applications (or test runs) can share one Redis. Stores that
-        /// share a database must share a prefix, or they will not see each
-        /// other's invalidations. Default `dreamnet:v1:`.
-        pub fn cache_prefix(mut self, prefix: impl Into<String>) -> Self {
-            self.cache.prefix = prefix.into();
-            self
-        }
-
-        /// The in-memory backend behind the Redis cache, for testing the
-        /// cache without PostgreSQL. Each such store has its own data, so
-        /// two of them must not share a [`cache_prefix`](Self::cache_prefix).
-        /// Without a [`redis_url`](Self::redis_url), the same as
-        /// [`in_memory`](Self::in_memory).
-        #[cfg(feature = "memory")]
-        pub async fn in_memory_cached(self) -> Result<crate::Store> {
-            let backend: Arc<dyn Backend> = Arc::new(crate::memory::MemoryBackend::new());
-            let (backend, counters) = layer(&self.cache, backend).await?;
-            Ok(crate::Store::from_backend(backend, self.settings()).with_cache(counters))
-        }
     }
 }

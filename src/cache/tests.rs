@@ -18,13 +18,14 @@ use super::CacheSettings;
 use super::backend::CachedBackend;
 use super::client::{Invalidation, RedisCache};
 use crate::backend::{Backend, NewKeyRow};
+use crate::backend::{PoolState, Settings};
 use crate::error::{Error, KeyRejection, Result};
 use crate::memory::MemoryBackend;
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, NewUser, PassportTier,
     TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
-use crate::store::{PoolState, Settings, Store, StoreBuilder};
+use crate::store::{Store, StoreBuilder};
 
 fn redis_url() -> String {
     std::env::var("DREAMNET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::{Pos, user_not_found};
 use crate::backend::NewKeyRow;
+use crate::backend::Settings;
 use crate::error::{Entity, Error, Field, Result};
 use crate::model::{ApiKey, Cursor, Email, User, UserUpdate, WalletAddress};
-use crate::store::Settings;
 
 /// A stored key: its record and the hash it is found by.
 #[derive(Debug)]

@@ -36,12 +36,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::backend::{Backend, NewKeyRow};
+use crate::backend::{PoolState, Settings};
 use crate::error::{Entity, Error, Result};
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress,
 };
-use crate::store::{PoolState, Settings};
 
 use accounts::Accounts;
 use events::EventLog;

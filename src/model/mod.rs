@@ -5,6 +5,7 @@ mod email;
 mod event;
 pub(crate) mod json;
 mod page;
+mod session;
 mod user;
 mod wallet;
 
@@ -16,5 +17,6 @@ pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};
 pub(crate) use page::{check_limit, page_from};
+pub use session::Session;
 pub use user::{JsonChange, NewUser, PassportTier, User, UserUpdate};
 pub use wallet::WalletAddress;

@@ -16,7 +16,53 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
-use crate::store::StoreBuilder;
+
+/// How to reach PostgreSQL and how to pool connections: the PostgreSQL part
+/// of a [`StoreBuilder`](crate::StoreBuilder), whose methods document each
+/// field and its default.
+#[derive(Clone)]
+pub(crate) struct PgOptions {
+    pub(crate) database_url: Option<secrecy::SecretString>,
+    pub(crate) max_connections: u32,
+    pub(crate) min_idle: Option<u32>,
+    pub(crate) idle_timeout: Option<std::time::Duration>,
+    pub(crate) connection_timeout: std::time::Duration,
+    pub(crate) max_lifetime: Option<std::time::Duration>,
+    pub(crate) statement_cache: bool,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        use std::time::Duration;
+        PgOptions {
+            database_url: None,
+            max_connections: 100,
+            min_idle: None,
+            idle_timeout: Some(Duration::from_secs(30)),
+            connection_timeout: Duration::from_secs(2),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            statement_cache: true,
+        }
+    }
+}
+
+/// Never shows the URL: it may hold a password.
+impl fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("min_idle", &self.min_idle)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
+}
 
 /// The pool every PostgreSQL operation of a store goes through.
 pub(crate) type PgPool = bb8::Pool<Manager>;
@@ -375,7 +421,7 @@ impl bb8::ErrorSink<ConnectionError> for LastConnectError {
 /// (that would cost a round trip per call); see [`Manager`].
 pub(crate) async fn pool(
     spec: &ConnectSpec,
-    b: &StoreBuilder,
+    b: &PgOptions,
     errors: LastConnectError,
 ) -> Result<PgPool> {
     let manager = Manager { spec: spec.clone() };

@@ -33,13 +33,14 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::backend::{Backend, NewKeyRow};
+use crate::backend::{Backend, NewKeyRow, SessionBackend};
+use crate::backend::{PoolState, Settings};
 use crate::error::{Backend as Service, Error, Field, Result};
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress,
 };
-use crate::store::{PoolState, Settings, StoreBuilder};
+pub(crate) use connect::PgOptions;
 pub(crate) use connect::PgPool;
 use connect::{ConnectSpec, LastConnectError, Manager, PgConn, pool};
 
@@ -103,7 +104,7 @@ impl std::fmt::Debug for PgBackend {
 
 impl PgBackend {
     /// Builds the pool and checks that a connection can be opened.
-    pub(crate) async fn connect(b: &StoreBuilder) -> Result<Self> {
+    pub(crate) async fn connect(b: &PgOptions) -> Result<Self> {
         let url = b
             .database_url
             .as_ref()
@@ -348,8 +349,8 @@ impl Backend for PgBackend {
         on_conn!(self, health_check,)
     }
 
-    fn postgres(&self) -> Option<&PgBackend> {
-        Some(self)
+    fn sessions(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn SessionBackend>> {
+        Some(std::sync::Arc::new(sessions::PgSessions::new(self)))
     }
 
     fn pool_state(&self) -> Option<PoolState> {

@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::PgBackend;
 use super::schema::sessions;
-use crate::Store;
-use crate::error::{Error, Result};
-use crate::session::{Session, SessionBackend};
+use crate::backend::SessionBackend;
+use crate::error::Result;
+use crate::model::Session;
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
@@ -183,10 +183,10 @@ async fn delete_expired(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Res
     Ok(removed as u64)
 }
 
-/// The PostgreSQL session backend: a handle on the store it shares a pool
-/// with.
+/// The PostgreSQL session backend: sessions over the pool of the store's
+/// PostgreSQL backend.
 pub(crate) struct PgSessions {
-    store: Store,
+    pg: std::sync::Arc<PgBackend>,
 }
 
 impl std::fmt::Debug for PgSessions {
@@ -196,19 +196,12 @@ impl std::fmt::Debug for PgSessions {
 }
 
 impl PgSessions {
-    pub(crate) fn new(store: &Store) -> Result<Self> {
-        if store.postgres().is_none() {
-            return Err(Error::Config(
-                "PostgreSQL sessions need a store connected to PostgreSQL".to_owned(),
-            ));
-        }
-        Ok(PgSessions {
-            store: store.clone(),
-        })
+    pub(crate) fn new(pg: std::sync::Arc<PgBackend>) -> Self {
+        PgSessions { pg }
     }
 
     fn pg(&self) -> &PgBackend {
-        self.store.postgres().expect("checked in PgSessions::new")
+        &self.pg
     }
 }
 

@@ -10,9 +10,9 @@ use super::errors::classify;
 use super::keys::{KeyInsert, insert_key};
 use super::schema::{api_keys, events, users};
 use crate::backend::NewKeyRow;
+use crate::backend::Settings;
 use crate::error::{Entity, Error, Result};
 use crate::model::{ApiKey, Cursor, Email, PassportTier, User, UserUpdate, WalletAddress};
-use crate::store::Settings;
 
 #[diesel::declare_sql_function]
 extern "SQL" {

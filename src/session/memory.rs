@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Session, SessionBackend};
+use crate::backend::SessionBackend;
 use crate::error::Result;
+use crate::model::Session;
 
 /// Sweep expired sessions after this many inserts, so that a process that
 /// never calls `delete_expired` still holds only about this many dead

@@ -22,10 +22,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backend::SessionBackend;
 use crate::clock::{SharedClock, now_micros};
 use crate::error::{Error, Field, Result};
+pub use crate::model::Session;
 use crate::model::json::{check_document, check_object};
-use crate::store::traced;
+use crate::telemetry::traced;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisSessionOptions;
@@ -127,20 +129,6 @@ impl std::str::FromStr for SessionId {
     }
 }
 
-/// A live session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Session {
-    /// Who the session belongs to, if anyone (a visitor's session has no
-    /// user). [`Sessions::delete_user`] ends every session of one user.
-    pub user_id: Option<Uuid>,
-    /// The session's data: a JSON object.
-    pub data: Value,
-    /// When the session was created.
-    pub created_at: DateTime<Utc>,
-    /// When the session ends unless extended.
-    pub expires_at: DateTime<Utc>,
-}
-
 /// What [`Sessions::create`] needs.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -179,37 +167,6 @@ pub struct CreatedSession {
     pub id: SessionId,
     /// The session as stored.
     pub session: Session,
-}
-
-/// What every session backend does, keyed by [`SessionId::storage_key`].
-/// "Live" means `expires_at > now`; an expired session is never returned,
-/// even before it is removed.
-#[async_trait::async_trait]
-pub(crate) trait SessionBackend: Send + Sync + fmt::Debug + 'static {
-    /// Stores `session` unless a live session holds `key`; says whether it
-    /// stored it.
-    async fn insert(&self, key: &str, session: &Session, now: DateTime<Utc>) -> Result<bool>;
-    /// Stores `session` under `key`, replacing whatever is there but
-    /// keeping the existing creation time.
-    #[cfg_attr(not(feature = "tower-sessions"), allow(dead_code))]
-    async fn put(&self, key: &str, session: &Session, now: DateTime<Utc>) -> Result<()>;
-    /// The live session under `key`.
-    async fn load(&self, key: &str, now: DateTime<Utc>) -> Result<Option<Session>>;
-    /// Sets the expiry (and the data, if given) of the live session under
-    /// `key`, and returns it.
-    async fn update(
-        &self,
-        key: &str,
-        data: Option<&Value>,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Session>>;
-    /// Removes the session under `key`; says whether it was live.
-    async fn delete(&self, key: &str, now: DateTime<Utc>) -> Result<bool>;
-    /// Removes every session of `user_id`; counts the live ones.
-    async fn delete_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<u64>;
-    /// Removes the sessions that have expired; counts them.
-    async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64>;
 }
 
 /// The session store: create, load, save, extend and delete sessions, end
@@ -298,8 +255,10 @@ impl Sessions {
     /// third migration), over `store`'s pool and timed by its clock.
     /// Fails with [`Error::Config`] when `store` is not on PostgreSQL.
     pub fn postgres(store: &crate::Store) -> Result<Self> {
-        let backend = crate::postgres::sessions::PgSessions::new(store)?;
-        Ok(Self::with_backend(Arc::new(backend), store.clock()))
+        let backend = store.session_backend().ok_or_else(|| {
+            Error::Config("PostgreSQL sessions need a store connected to PostgreSQL".to_owned())
+        })?;
+        Ok(Self::with_backend(backend, store.clock()))
     }
 
     /// Sessions on Redis at `url` (`redis://` or `rediss://`). Each session

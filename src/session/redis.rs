@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Session, SessionBackend};
+use crate::backend::SessionBackend;
 use crate::error::{Backend, BoxError, Error, Result};
+use crate::model::Session;
 
 /// KEYS[1] the session. ARGV: 1 mode (`nx`: only if no live session holds
 /// the key; `put`: replace, keeping the creation time), 2 user or '',

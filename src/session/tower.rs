@@ -9,10 +9,11 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 use uuid::Uuid;
 
-use super::{Session, Sessions};
+use super::Sessions;
 use crate::Field;
+use crate::model::Session;
 use crate::model::json::check_document;
-use crate::store::traced;
+use crate::telemetry::traced;
 
 /// [`Sessions`] as a [`tower_sessions_core::SessionStore`] (the trait the
 /// `tower-sessions` crate's `SessionManagerLayer` takes), on whichever

@@ -3,15 +3,20 @@
 //! stores and fetches, with the semantics documented on each method. The
 //! conformance suite in `tests/conformance` holds every backend to them.
 
+mod sessions;
+mod settings;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(crate) use self::sessions::SessionBackend;
+pub(crate) use self::settings::Settings;
+pub use self::settings::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
 use crate::error::Result;
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress,
 };
-use crate::store::{PoolState, Settings};
 
 /// A key row to insert: the record and the hash stored beside it.
 #[derive(Debug, Clone)]
@@ -130,9 +135,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The connection pool's state, for backends that have one.
     fn pool_state(&self) -> Option<PoolState>;
 
-    /// The PostgreSQL backend underneath, for other PostgreSQL-backed parts
-    /// of the crate that share its pool.
-    fn postgres(&self) -> Option<&crate::postgres::PgBackend> {
+    /// Sessions kept by this backend's own storage, sharing its
+    /// connections (the `sessions` table, for PostgreSQL); `None` for
+    /// backends that keep none.
+    fn sessions(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn SessionBackend>> {
         None
     }
 }

@@ -1,0 +1,293 @@
+//! [`StoreBuilder`]: every knob of a [`Store`], with the platform's defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::Store;
+use crate::backend::{Backend, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Settings};
+#[cfg(feature = "redis")]
+use crate::cache::CacheSettings;
+use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::error::Result;
+use crate::postgres::PgOptions;
+
+/// Builds a [`Store`]. Every knob has the platform's default.
+///
+/// ```no_run
+/// # async fn demo() -> dreamnet_db::Result<()> {
+/// use std::time::Duration;
+/// use dreamnet_db::Store;
+///
+/// let store = Store::builder()
+///     .database_url("postgres://app:secret@db.example.com/dreamnet?sslmode=require")
+///     .max_connections(20)
+///     .connection_timeout(Duration::from_secs(5))
+///     .run_migrations(true)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct StoreBuilder {
+    pg: PgOptions,
+    run_migrations: bool,
+    max_payload_bytes: usize,
+    last_used_resolution: Duration,
+    clock: SharedClock,
+    #[cfg(feature = "redis")]
+    cache: CacheSettings,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            pg: PgOptions::default(),
+            run_migrations: false,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            last_used_resolution: DEFAULT_LAST_USED_RESOLUTION,
+            clock: Arc::new(SystemClock),
+            #[cfg(feature = "redis")]
+            cache: Default::default(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("StoreBuilder");
+        d.field("pg", &self.pg)
+            .field("run_migrations", &self.run_migrations)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("last_used_resolution", &self.last_used_resolution)
+            .field("clock", &self.clock);
+        #[cfg(feature = "redis")]
+        d.field("cache", &self.cache);
+        d.finish()
+    }
+}
+
+impl StoreBuilder {
+    /// The PostgreSQL URL, `postgres://user:password@host:port/db?params`.
+    /// `sslmode` is honoured as libpq does (`disable`, `prefer` (the
+    /// default), `require`, `verify-ca`, `verify-full`), with `sslrootcert`
+    /// naming a PEM file of trusted roots for the verifying modes (the
+    /// Mozilla roots otherwise). The password never appears in `Debug`
+    /// output, logs or errors.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.pg.database_url = Some(SecretString::from(url.into()));
+        self
+    }
+
+    /// The most connections the pool opens. Default 100.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.pg.max_connections = n;
+        self
+    }
+
+    /// Idle connections the pool keeps open even when unused. Default none.
+    pub fn min_idle(mut self, n: Option<u32>) -> Self {
+        self.pg.min_idle = n;
+        self
+    }
+
+    /// How long a connection may sit idle before it is closed. Default 30 s.
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.pg.idle_timeout = t;
+        self
+    }
+
+    /// How long a caller waits for a connection (opening one included)
+    /// before getting [`Error::PoolTimeout`]. Default 2 s.
+    pub fn connection_timeout(mut self, t: Duration) -> Self {
+        self.pg.connection_timeout = t;
+        self
+    }
+
+    /// How long a connection lives before it is replaced. Default 30 min.
+    pub fn max_lifetime(mut self, t: Option<Duration>) -> Self {
+        self.pg.max_lifetime = t;
+        self
+    }
+
+    /// Whether each connection caches its prepared statements. Default on.
+    /// Turn it off behind a PgBouncer in transaction mode that does not
+    /// support prepared statements (before 1.21, or with
+    /// `max_prepared_statements = 0`).
+    pub fn statement_cache(mut self, on: bool) -> Self {
+        self.pg.statement_cache = on;
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) applies pending migrations.
+    /// Default off.
+    pub fn run_migrations(mut self, on: bool) -> Self {
+        self.run_migrations = on;
+        self
+    }
+
+    /// The largest event payload, user metadata or preferences document, in
+    /// bytes of serialized JSON. Default 64 KiB.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    /// How stale `api_keys.last_used` may get: a validation writes it only
+    /// if it is older than this. Default one minute.
+    pub fn last_used_resolution(mut self, t: Duration) -> Self {
+        self.last_used_resolution = t;
+        self
+    }
+
+    /// Where the store's time comes from. Default the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            clock: self.clock.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            last_used_resolution: self.last_used_resolution,
+        }
+    }
+
+    /// Connects to PostgreSQL: builds the pool, checks that a connection can
+    /// be made, and applies migrations if asked to.
+    pub async fn connect(self) -> Result<Store> {
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::postgres::PgBackend::connect(&self.pg).await?);
+        #[cfg(feature = "redis")]
+        let (backend, cache) = crate::cache::layer(&self.cache, backend).await?;
+        #[cfg(not(feature = "redis"))]
+        let cache = None;
+        let store = Store::from_backend(backend, self.settings()).with_cache(cache);
+        if self.run_migrations {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// A store kept in this process's memory.
+    #[cfg(feature = "memory")]
+    pub fn in_memory(self) -> Store {
+        let settings = self.settings();
+        Store::from_backend(Arc::new(crate::memory::MemoryBackend::new()), settings)
+    }
+}
+
+#[cfg(feature = "redis")]
+/// The Redis cache's knobs (feature `redis`).
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+impl StoreBuilder {
+    /// Puts a Redis cache in front of user and API key reads:
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for
+    /// TLS. Services usually pass their `REDIS_URL`. Off (no cache) by
+    /// default. The URL, which may hold a password, never appears in
+    /// `Debug` output, logs or errors. Handler code does not change.
+    ///
+    /// **What is cached**: users by id, email and wallet address, and API
+    /// key records by key hash, for [`cache_ttl`](Self::cache_ttl).
+    /// Lookups that find nothing are not cached. Validation still checks
+    /// revocation, expiry and the service against the store's clock on
+    /// every call.
+    ///
+    /// **Never stale after a write**: every write that changes a cached
+    /// record (updating or deleting a user, revoking, rotating or
+    /// touching a key, a user's keys deleted with them) deletes it from
+    /// Redis once the database has committed, so the next read through
+    /// any store sharing the Redis and [`cache_prefix`](Self::cache_prefix)
+    /// gets the new value: a revoked key is refused on the very next
+    /// validation. A reader that read the old value before such a write
+    /// cannot put it back afterwards: fills are leased, and an
+    /// invalidation revokes the lease.
+    ///
+    /// **Redis down or slow**: every Redis call is bounded by
+    /// [`redis_timeout`](Self::redis_timeout); reads then come from the
+    /// database and writes still succeed (a `warn` is logged and
+    /// [`CacheStats::errors`](crate::CacheStats::errors) counts it). An
+    /// invalidation that cannot reach Redis is kept and retried (every
+    /// 200 ms, and before any other Redis call); until it is carried
+    /// out, this store reads from the database only, so it never serves
+    /// what its own write made stale. Another process that can still
+    /// reach Redis while this one cannot (a partition rather than an
+    /// outage) may read such an entry until this process reaches Redis
+    /// again, or the entry's TTL ends; if this process exits first, the
+    /// TTL alone bounds it.
+    ///
+    /// **What Redis holds**: JSON records without any hash, under names
+    /// that hash emails, wallet addresses and key hashes again under a
+    /// domain tag: nothing in Redis is a key or lets a reader forge one.
+    /// (A client that can *write* to this Redis can change what the
+    /// store answers, as with any cache: give the cache a Redis, or an
+    /// ACL user and prefix, of its own.) A standalone Redis 6.2 or newer
+    /// (or a primary with replicas) is supported; Redis Cluster is not.
+    ///
+    /// [`connect`](Self::connect) does not fail when Redis is
+    /// unreachable: the store reads from the database until Redis
+    /// answers. [`Store::cache_stats`](crate::Store::cache_stats) shows
+    /// how the cache does.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> dreamnet_db::Result<()> {
+    /// use std::time::Duration;
+    /// use dreamnet_db::Store;
+    ///
+    /// let store = Store::builder()
+    ///     .database_url(std::env::var("DATABASE_URL").unwrap_or_default())
+    ///     .redis_url(std::env::var("REDIS_URL").unwrap_or_default())
+    ///     .cache_ttl(Duration::from_secs(60))
+    ///     .connect()
+    ///     .await?;
+    /// let user = store.users().get(uuid::Uuid::nil()).await; // from Redis when cached
+    /// println!("{:?}", store.cache_stats());
+    /// # Ok(()) }
+    /// ```
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.cache.redis_url = Some(SecretString::from(url.into()));
+        self
+    }
+
+    /// How long a cached record lives in Redis before it is read from
+    /// the database again. Writes through any store invalidate at once;
+    /// the TTL bounds only what a process that could not reach Redis
+    /// may leave behind (see the [`cache_stats`](crate::Store::cache_stats)
+    /// docs). Default five minutes; at least 1 ms.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// The bound on every Redis call, connecting included. A call that
+    /// takes longer is abandoned and the read goes to the database.
+    /// Default 100 ms.
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.timeout = timeout;
+        self
+    }
+
+    /// The prefix of every Redis key the cache writes, so that
+    /// applications (or test runs) can share one Redis. Stores that
+    /// share a database must share a prefix, or they will not see each
+    /// other's invalidations. Default `dreamnet:v1:`.
+    pub fn cache_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.cache.prefix = prefix.into();
+        self
+    }
+
+    /// The in-memory backend behind the Redis cache, for testing the
+    /// cache without PostgreSQL. Each such store has its own data, so
+    /// two of them must not share a [`cache_prefix`](Self::cache_prefix).
+    /// Without a [`redis_url`](Self::redis_url), the same as
+    /// [`in_memory`](Self::in_memory).
+    #[cfg(feature = "memory")]
+    pub async fn in_memory_cached(self) -> Result<Store> {
+        let backend: Arc<dyn Backend> = Arc::new(crate::memory::MemoryBackend::new());
+        let (backend, counters) = crate::cache::layer(&self.cache, backend).await?;
+        Ok(Store::from_backend(backend, self.settings()).with_cache(counters))
+    }
+}

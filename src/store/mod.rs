@@ -1,0 +1,174 @@
+//! The [`Store`]: one handle, cloned into every handler, over whichever
+//! backend it was built with, and its repositories' facades, one file each:
+//! [`users`](Users), [`api_keys`](ApiKeys), [`events`](Events). A facade
+//! validates input, fills in ids and timestamps, and traces the call; the
+//! backend underneath (`crate::backend::Backend`) stores and fetches.
+
+mod api_keys;
+mod builder;
+mod events;
+mod users;
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::api_keys::ApiKeys;
+pub use self::builder::StoreBuilder;
+pub use self::events::Events;
+pub use self::users::Users;
+use crate::backend::{Backend, PoolState, Settings};
+use crate::error::{Entity, Error, Result};
+use crate::telemetry::traced;
+
+/// DreamNet's data store: users, API keys and events.
+///
+/// Build it once, then clone it freely (clones share one pool). Handler code
+/// is the same whichever backend it was built with.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # async fn demo() -> dreamnet_db::Result<()> {
+/// use dreamnet_db::{NewUser, Store};
+///
+/// let store = Store::in_memory(); // or Store::connect(&database_url).await?
+/// let user = store.users().create(NewUser::with_email("ada@example.com".parse()?)).await?;
+/// let issued = store.api_keys().issue(user.id, "billing", None).await?;
+/// let key = store.api_keys().validate(issued.secret.expose_secret()).await?;
+/// assert_eq!(key.user_id, user.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    settings: Arc<Settings>,
+    cache: Option<Arc<crate::cache::Counters>>,
+}
+
+// A store is shared across tasks and threads: keep it so.
+const _: () = {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    let _ = shareable::<Store>;
+};
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A builder with the platform's defaults.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Connects to PostgreSQL at `database_url` with the default settings.
+    /// See [`StoreBuilder`] for the knobs and [`StoreBuilder::database_url`]
+    /// for the URL's form.
+    pub async fn connect(database_url: &str) -> Result<Store> {
+        Store::builder().database_url(database_url).connect().await
+    }
+
+    /// A store kept in this process's memory, with the default settings.
+    #[cfg(feature = "memory")]
+    pub fn in_memory() -> Store {
+        Store::builder().in_memory()
+    }
+
+    pub(crate) fn from_backend(backend: Arc<dyn Backend>, settings: Settings) -> Store {
+        Store {
+            backend,
+            settings: Arc::new(settings),
+            cache: None,
+        }
+    }
+
+    /// The store with the counters of the cache its backend is wrapped in.
+    pub(crate) fn with_cache(mut self, cache: Option<Arc<crate::cache::Counters>>) -> Store {
+        self.cache = cache;
+        self
+    }
+
+    /// Users.
+    pub fn users(&self) -> Users<'_> {
+        Users { store: self }
+    }
+
+    /// Hashed API keys.
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys { store: self }
+    }
+
+    /// Events.
+    pub fn events(&self) -> Events<'_> {
+        Events { store: self }
+    }
+
+    /// Applies the crate's pending schema migrations and returns the versions
+    /// it applied (none for the in-memory backend).
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        traced(
+            "migrate",
+            "__diesel_schema_migrations",
+            self.backend.migrate(),
+        )
+        .await
+    }
+
+    /// `Ok` when the backend can serve requests: for PostgreSQL, a
+    /// connection was checked out and answered a query. For readiness
+    /// probes.
+    pub async fn health(&self) -> Result<()> {
+        traced("health", "-", self.backend.health()).await
+    }
+
+    /// The connection pool's state; `None` for the in-memory backend.
+    pub fn pool_state(&self) -> Option<PoolState> {
+        self.backend.pool_state()
+    }
+
+    /// How the Redis cache has done since the store was built: hits,
+    /// misses, errors, pending invalidations. `None` without a cache (see
+    /// `StoreBuilder::redis_url`, feature `redis`).
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.snapshot())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.settings.now()
+    }
+
+    /// The sessions kept by the store's own storage, if it keeps any.
+    pub(crate) fn session_backend(&self) -> Option<Arc<dyn crate::backend::SessionBackend>> {
+        self.backend.clone().sessions()
+    }
+
+    /// The clock every part of this store reads.
+    pub(crate) fn clock(&self) -> crate::clock::SharedClock {
+        self.settings.clock.clone()
+    }
+}
+
+fn not_found(entity: Entity, id: Uuid) -> Error {
+    Error::NotFound { entity, id }
+}
+
+/// A fresh time-ordered id (UUIDv7) stamped with `at`. Ids made within
+/// one millisecond still increase (a shared counter orders them), so the
+/// events of one batch list in the order they were given.
+pub(crate) fn new_id(at: DateTime<Utc>) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let ts = uuid::Timestamp::from_unix(
+        &*context,
+        at.timestamp().max(0) as u64,
+        at.timestamp_subsec_nanos(),
+    );
+    Uuid::new_v7(ts)
+}
