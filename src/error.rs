@@ -167,6 +167,8 @@ pub enum Field {
     SessionData,
     /// A session's lifetime.
     SessionTtl,
+    /// A page's cursor.
+    Cursor,
 }
 
 impl std::fmt::Display for Field {
@@ -189,6 +191,7 @@ impl std::fmt::Display for Field {
             Field::SessionId => "session id",
             Field::SessionData => "session data",
             Field::SessionTtl => "session lifetime",
+            Field::Cursor => "cursor",
         })
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Error, Field};
+use crate::model::check_timestamp;
 
 /// An event's type: 1 to 100 characters of ASCII letters, digits and
 /// `_ . : / -` (for example `user.login` or `payment:settled`).
@@ -187,6 +188,9 @@ impl TimeRange {
     }
 
     pub(crate) fn check(&self) -> Result<(), Error> {
+        for t in [self.since, self.until].into_iter().flatten() {
+            check_timestamp(Field::TimeRange, t)?;
+        }
         match (self.since, self.until) {
             (Some(s), Some(u)) if s >= u => Err(Error::invalid(
                 Field::TimeRange,

@@ -6,6 +6,7 @@ mod event;
 pub(crate) mod json;
 mod page;
 mod session;
+mod time;
 mod user;
 mod wallet;
 
@@ -16,7 +17,9 @@ pub(crate) use api_key::{check_service, hash_key, push_hex};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};
-pub(crate) use page::{check_limit, page_from};
+pub(crate) use page::{check_page, page_from};
 pub use session::Session;
+pub(crate) use time::check_timestamp;
+pub use time::earliest_timestamp;
 pub use user::{JsonChange, NewUser, PassportTier, User, UserUpdate};
 pub use wallet::WalletAddress;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Field};
+use crate::model::check_timestamp;
 
 /// The largest page any list returns.
 pub const MAX_PAGE_SIZE: usize = 1_000;
@@ -52,10 +53,11 @@ impl fmt::Display for Cursor {
 impl FromStr for Cursor {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::invalid(Field::Id, "not a cursor this store issued");
+        let bad = || Error::invalid(Field::Cursor, "not a cursor this store issued");
         let (micros, id) = s.split_once('_').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        check_timestamp(Field::Cursor, created_at)?;
         let id = Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(Cursor { created_at, id })
     }
@@ -70,10 +72,14 @@ pub struct Page<T> {
     pub next: Option<Cursor>,
 }
 
-/// Checks a page size: 1 to [`MAX_PAGE_SIZE`].
-pub(crate) fn check_limit(limit: usize) -> Result<(), Error> {
+/// Checks a page request: a size of 1 to [`MAX_PAGE_SIZE`], and a cursor
+/// every backend can hold.
+pub(crate) fn check_page(limit: usize, after: Option<Cursor>) -> Result<(), Error> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(Error::invalid(Field::Limit, "must be 1 to 1000"));
+    }
+    if let Some(after) = after {
+        check_timestamp(Field::Cursor, after.created_at)?;
     }
     Ok(())
 }

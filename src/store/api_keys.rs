@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{Store, new_id, not_found};
 use crate::backend::NewKeyRow;
 use crate::error::{Entity, Error, Field, KeyRejection, Result};
-use crate::model::{ApiKey, ApiKeySecret, IssuedKey, check_service};
+use crate::model::{ApiKey, ApiKeySecret, IssuedKey, check_service, check_timestamp};
 use crate::telemetry::traced;
 
 /// Hashed API keys: issue, validate, revoke, list and rotate. Get one from
@@ -32,6 +32,9 @@ impl ApiKeys<'_> {
         check_service(service)?;
         // Stored to the microsecond, like every timestamp: compare it so.
         let expires_at = expires_at.map(|t| chrono::SubsecRound::trunc_subsecs(t, 6));
+        if let Some(at) = expires_at {
+            check_timestamp(Field::ExpiresAt, at)?;
+        }
         if expires_at.is_some_and(|at| at <= now) {
             return Err(Error::invalid(Field::ExpiresAt, "must be in the future"));
         }

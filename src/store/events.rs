@@ -8,7 +8,7 @@ use crate::error::{Field, Result};
 use crate::model::json::check_document;
 use crate::model::{
     BucketCount, Cursor, Event, EventFilter, EventType, NewEvent, Page, TimeBucket, TimeRange,
-    check_limit, page_from,
+    check_page, page_from,
 };
 use crate::telemetry::traced;
 
@@ -75,7 +75,7 @@ impl Events<'_> {
         after: Option<Cursor>,
     ) -> Result<Page<Event>> {
         traced("list", "events", async {
-            check_limit(limit)?;
+            check_page(limit, after)?;
             filter.range.check()?;
             if let Some(v) = &filter.payload_contains {
                 check_document(Field::Payload, v, self.store.settings.max_payload_bytes)?;

@@ -6,8 +6,7 @@ use uuid::Uuid;
 use super::{Store, new_id, not_found};
 use crate::error::{Entity, Result};
 use crate::model::{
-    Cursor, Email, IssuedKey, NewUser, Page, User, UserUpdate, WalletAddress, check_limit,
-    page_from,
+    Cursor, Email, IssuedKey, NewUser, Page, User, UserUpdate, WalletAddress, check_page, page_from,
 };
 use crate::telemetry::traced;
 
@@ -108,7 +107,7 @@ impl Users<'_> {
     /// `after` (the previous page's [`Page::next`]).
     pub async fn list(&self, limit: usize, after: Option<Cursor>) -> Result<Page<User>> {
         traced("list", "users", async {
-            check_limit(limit)?;
+            check_page(limit, after)?;
             let users = self.store.backend.list_users(after, limit + 1).await?;
             Ok(page_from(users, limit, |u| Cursor::new(u.created_at, u.id)))
         })

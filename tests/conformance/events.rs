@@ -891,3 +891,100 @@ pub async fn health_and_migrate(store: &Store, _clock: &ManualClock) {
     assert_eq!(store.migrate().await.unwrap(), Vec::<String>::new());
     store.health().await.unwrap();
 }
+
+pub async fn instants_outside_what_postgresql_stores_are_refused(
+    store: &Store,
+    clock: &ManualClock,
+) {
+    let u = user(store, "ada").await;
+    let e = record(store, "user.login", Some(u.id), json!({})).await;
+    let before = snapshot(store).await;
+    let login = event_type("user.login");
+    let earliest = dreamnet_db::earliest_timestamp();
+    let too_early = [
+        DateTime::<Utc>::MIN_UTC,
+        earliest - Duration::microseconds(1),
+    ];
+    for t in too_early {
+        for range in [
+            TimeRange::since(t),
+            TimeRange::until(t),
+            TimeRange::between(t, now(clock)),
+        ] {
+            expect_invalid(
+                store
+                    .events()
+                    .list(&EventFilter::all().range(range), 10, None)
+                    .await,
+                Field::TimeRange,
+            );
+            expect_invalid(store.events().count(&login, range).await, Field::TimeRange);
+            expect_invalid(
+                store
+                    .events()
+                    .count_by_bucket(TimeBucket::Day, range, None)
+                    .await,
+                Field::TimeRange,
+            );
+        }
+        let cursor = Cursor::new(t, e.id);
+        expect_invalid(
+            store
+                .events()
+                .list(&EventFilter::all(), 10, Some(cursor))
+                .await,
+            Field::Cursor,
+        );
+        expect_invalid(store.users().list(10, Some(cursor)).await, Field::Cursor);
+        expect_invalid(
+            store.api_keys().issue(u.id, "billing", Some(t)).await,
+            Field::ExpiresAt,
+        );
+        let text = format!("{}_{}", t.timestamp_micros(), e.id.simple());
+        match text.parse::<Cursor>() {
+            Err(Error::InvalidInput {
+                field: Field::Cursor,
+                ..
+            }) => {}
+            other => panic!("{text}: expected an invalid cursor, got {other:?}"),
+        }
+    }
+    assert_unchanged(&before, &snapshot(store).await);
+    // The edges themselves are fine everywhere: the earliest instant, and
+    // the latest chrono can represent (PostgreSQL's range ends later).
+    for range in [
+        TimeRange::since(earliest),
+        TimeRange::until(DateTime::<Utc>::MAX_UTC),
+        TimeRange::between(earliest, DateTime::<Utc>::MAX_UTC),
+    ] {
+        let page = store
+            .events()
+            .list(&EventFilter::all().range(range), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1, "{range:?}");
+        assert_eq!(
+            store.events().count(&login, range).await.unwrap(),
+            1,
+            "{range:?}"
+        );
+    }
+    let past_the_start = Cursor::new(DateTime::<Utc>::MAX_UTC, uuid::Uuid::max());
+    let page = store
+        .events()
+        .list(&EventFilter::all(), 10, Some(past_the_start))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let before_everything = Cursor::new(earliest, uuid::Uuid::nil());
+    assert_eq!(
+        store
+            .users()
+            .list(10, Some(before_everything))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

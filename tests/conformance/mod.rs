@@ -109,6 +109,7 @@ macro_rules! conformance_tests {
                 count_in_a_range,
                 count_by_bucket_across_a_day_boundary,
                 invalid_limits_and_ranges_are_refused,
+                instants_outside_what_postgresql_stores_are_refused,
                 health_and_migrate,
             }
         }
