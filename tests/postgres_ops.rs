@@ -345,13 +345,7 @@ async fn sslmode_is_honoured_as_libpq_does() {
         )
         .unwrap_or(());
     };
-    let connect = |url: String| async move {
-        Store::builder()
-            .database_url(url)
-            .max_connections(1)
-            .connect()
-            .await
-    };
+    let connect = common::store_of_one;
 
     let require = connect(with(&db.url, "127.0.0.1", "sslmode=require"))
         .await
@@ -429,12 +423,7 @@ async fn a_dead_server_is_a_typed_error_without_the_password() {
         ),
         "{err:?}"
     );
-    let mut shown = format!("{err} {err:?}");
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        shown.push_str(&format!(" {s} {s:?}"));
-        source = s.source();
-    }
+    let shown = common::shown(&err);
     assert!(!shown.contains("hunter2"), "the password leaked: {shown}");
     let builder = Store::builder().database_url(url);
     assert!(!format!("{builder:?}").contains("hunter2"));

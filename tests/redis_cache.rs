@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::SubsecRound;
-use common::TestDb;
+use common::{TestDb, free_port};
 use dreamnet_db::{
     CacheStats, Error, KeyRejection, ManualClock, NewUser, PassportTier, Store, StoreBuilder,
     UserUpdate,
@@ -734,14 +734,6 @@ async fn a_store_starts_and_serves_without_redis() {
 }
 
 // ---- Redis going away mid-run ----
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `redis-server` of this test's own, on a spare port, persisting every
 /// write (append-only file, fsync always) so that what it held survives a

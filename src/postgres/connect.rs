@@ -197,10 +197,18 @@ impl ConnectSpec {
     }
 }
 
-/// tokio-postgres's errors name the host and the server's message, never
-/// the password.
+/// The error with its causes (tokio-postgres's own message is only its
+/// kind, "db error", "error performing TLS handshake"): the server's
+/// message, the socket's or the certificate check's. None of them holds the
+/// password.
 fn bad(e: tokio_postgres::Error) -> ConnectionError {
-    ConnectionError::BadConnection(e.to_string())
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    ConnectionError::BadConnection(message)
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -11,6 +11,8 @@
 //! test skips with one line saying so, except under `CI=true`, where it fails.
 #![allow(dead_code)]
 
+pub mod private_pg;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -18,6 +20,36 @@ use std::time::Duration;
 
 use dreamnet_db::{Store, StoreBuilder};
 use tokio::sync::OnceCell;
+
+/// `err` as a log would show it: its `Display` and `Debug`, and those of
+/// every error in its chain of sources.
+pub fn shown(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut shown = format!("{err} {err:?}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        shown.push_str(&format!(" | {s} {s:?}"));
+        source = s.source();
+    }
+    shown
+}
+
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A store of one connection on `url`, or the error connecting gave.
+pub async fn store_of_one(url: String) -> dreamnet_db::Result<Store> {
+    Store::builder()
+        .database_url(url)
+        .max_connections(1)
+        .connect()
+        .await
+}
 
 /// The admin URL of the test server.
 pub fn admin_url() -> String {
