@@ -425,6 +425,10 @@ impl bb8::ErrorSink<ConnectionError> for LastConnectError {
     }
 }
 
+/// The longest one round of waiting for a connection lasts: see
+/// `PgBackend::conn`.
+pub(crate) const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Builds the pool. Connections are not tested with a query on checkout
 /// (that would cost a round trip per call); see [`Manager`].
 pub(crate) async fn pool(
@@ -438,7 +442,7 @@ pub(crate) async fn pool(
         .min_idle(b.min_idle)
         .idle_timeout(b.idle_timeout)
         .max_lifetime(b.max_lifetime)
-        .connection_timeout(b.connection_timeout)
+        .connection_timeout(b.connection_timeout.min(RETRY_EVERY))
         .test_on_check_out(false)
         .retry_connection(false)
         .error_sink(Box::new(errors))

@@ -167,14 +167,28 @@ impl PgBackend {
         })
     }
 
+    /// bb8 does not wake a caller waiting for a connection when the
+    /// connection it was opening failed, nor when the server comes back:
+    /// the caller would wait out the whole `connection_timeout`. So each
+    /// wait is cut into rounds of at most [`connect::RETRY_EVERY`], and each
+    /// new round asks the pool again, which opens a new connection if it
+    /// has none: after a server restart, waiting callers are served within
+    /// a round of its return.
     async fn conn(&self) -> Result<bb8::PooledConnection<'_, Manager>> {
-        self.pool.get().await.map_err(|e| {
-            errors::checkout(
-                e,
-                self.connection_timeout,
-                self.connect_errors.within(self.connection_timeout),
-            )
-        })
+        let deadline = std::time::Instant::now() + self.connection_timeout;
+        loop {
+            match self.pool.get().await {
+                Ok(conn) => return Ok(conn),
+                Err(bb8::RunError::TimedOut) if std::time::Instant::now() < deadline => {}
+                Err(e) => {
+                    return Err(errors::checkout(
+                        e,
+                        self.connection_timeout,
+                        self.connect_errors.within(self.connection_timeout),
+                    ));
+                }
+            }
+        }
     }
 
     /// PostgreSQL checks unique indexes in creation order, so a row that
