@@ -641,7 +641,10 @@ async fn redis_holds_no_key_material() {
 /// error that does not repeat it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_url_never_shows() {
-    let url = format!("redis://:hunter2-secret@127.0.0.1:{}/0", free_port());
+    let url = format!(
+        "redis://:hunter2-secret@127.0.0.1:{}/0",
+        common::free_port()
+    );
     let builder = Store::builder().redis_url(url.clone());
     assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
     let Some(env) = Env::with_redis(url).await else {
@@ -690,7 +693,7 @@ async fn a_malformed_redis_url_is_a_configuration_error() {
 /// every read and write from the database, each Redis call bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_starts_and_serves_without_redis() {
-    let port = free_port();
+    let port = common::free_port();
     let Some(env) = Env::with_redis(format!("redis://127.0.0.1:{port}")).await else {
         return;
     };
@@ -735,14 +738,6 @@ async fn a_store_starts_and_serves_without_redis() {
 
 // ---- Redis going away mid-run ----
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `redis-server` of this test's own, on a spare port, persisting every
 /// write (append-only file, fsync always) so that what it held survives a
 /// kill and restart, stale entries included.
@@ -769,7 +764,7 @@ impl PrivateRedis {
         let dir = std::env::temp_dir().join(format!("dreamnet-redis-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = PrivateRedis {
-            port: free_port(),
+            port: common::free_port(),
             dir,
             child: None,
         };

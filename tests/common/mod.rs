@@ -279,3 +279,13 @@ pub async fn redis_available() -> Option<String> {
         Err(_) => unavailable("Redis", how, format!("no answer from {addr} within 1 s")),
     }
 }
+
+/// A port on loopback that nothing listens on now: for a server a test
+/// starts itself, or for a service that must be unreachable.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
