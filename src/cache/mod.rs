@@ -113,8 +113,9 @@ pub(crate) use settings::{CacheSettings, layer};
 ///
 /// Counts are per store (per process) and only grow, except
 /// [`pending_invalidations`](Self::pending_invalidations), which is the
-/// current size of the pending set. Export them as metrics; a service
-/// watches [`hit_ratio`](Self::hit_ratio), `errors` and
+/// current size of the pending set. The same counts are recorded as they
+/// happen in the `dreamnet_db_cache_*` metrics (see [`crate::telemetry`]).
+/// A service watches [`hit_ratio`](Self::hit_ratio), `errors` and
 /// `pending_invalidations` (non-zero means this process reads from the
 /// database only until Redis answers again).
 ///
