@@ -72,7 +72,7 @@ mod backend;
 mod clock;
 mod error;
 mod model;
-mod telemetry;
+pub mod telemetry;
 
 pub use backend::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
 pub use cache::CacheStats;

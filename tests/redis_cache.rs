@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::SubsecRound;
-use common::{TestDb, free_port};
+use common::TestDb;
 use dreamnet_db::{
     CacheStats, Error, KeyRejection, ManualClock, NewUser, PassportTier, Store, StoreBuilder,
     UserUpdate,
@@ -641,7 +641,10 @@ async fn redis_holds_no_key_material() {
 /// error that does not repeat it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_url_never_shows() {
-    let url = format!("redis://:hunter2-secret@127.0.0.1:{}/0", free_port());
+    let url = format!(
+        "redis://:hunter2-secret@127.0.0.1:{}/0",
+        common::free_port()
+    );
     let builder = Store::builder().redis_url(url.clone());
     assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
     let Some(env) = Env::with_redis(url).await else {
@@ -690,7 +693,7 @@ async fn a_malformed_redis_url_is_a_configuration_error() {
 /// every read and write from the database, each Redis call bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_starts_and_serves_without_redis() {
-    let port = free_port();
+    let port = common::free_port();
     let Some(env) = Env::with_redis(format!("redis://127.0.0.1:{port}")).await else {
         return;
     };
@@ -761,7 +764,7 @@ impl PrivateRedis {
         let dir = std::env::temp_dir().join(format!("dreamnet-redis-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = PrivateRedis {
-            port: free_port(),
+            port: common::free_port(),
             dir,
             child: None,
         };

@@ -18,6 +18,7 @@ use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress,
 };
+use crate::telemetry::CacheEvent;
 
 /// The Redis cache in front of another backend. See the module
 /// documentation of `cache`.
@@ -77,15 +78,15 @@ impl CachedBackend {
     }
 
     fn hit(&self) {
-        self.cache.count(|c| &c.hits);
+        self.cache.count(CacheEvent::Hit);
     }
 
     fn miss(&self) {
-        self.cache.count(|c| &c.misses);
+        self.cache.count(CacheEvent::Miss);
     }
 
     fn bypass(&self) {
-        self.cache.count(|c| &c.bypassed);
+        self.cache.count(CacheEvent::Bypassed);
     }
 
     /// Reads user `id` from the inner backend under a fill lease, and

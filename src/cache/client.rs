@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::keys::{Keys, invalidated, lease};
 use super::{CacheSettings, Counters};
 use crate::error::Result;
+use crate::telemetry::CacheEvent;
 
 /// How long a reader that missed may take to read the database and fill.
 /// A slower reader's fill is refused (its lease has expired): expiry only
@@ -269,8 +270,8 @@ impl RedisCache {
         &self.counters
     }
 
-    pub(crate) fn count(&self, counter: fn(&Counters) -> &AtomicU64) {
-        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count(&self, event: CacheEvent) {
+        self.counters.add(event, 1);
     }
 
     // ---- calls ----
@@ -325,7 +326,7 @@ impl RedisCache {
     }
 
     fn failed(&self, why: &dyn fmt::Display) {
-        self.count(|c| &c.errors);
+        self.count(CacheEvent::Error);
         self.skip_until_ms
             .store(self.now_ms() + millis(COOLDOWN), Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);
@@ -502,11 +503,11 @@ impl RedisCache {
         let mut conn = self.conn.clone();
         match self.call(invocation.invoke_async::<i64>(&mut conn)).await {
             Some(1) => {
-                self.count(|c| &c.fills);
+                self.count(CacheEvent::Fill);
                 true
             }
             Some(_) => {
-                self.count(|c| &c.stale_fills_refused);
+                self.count(CacheEvent::StaleFillRefused);
                 false
             }
             None => false,
@@ -543,10 +544,10 @@ impl RedisCache {
     /// answers. Call it after the write has committed.
     pub(crate) async fn invalidate(&self, what: Invalidation) {
         if !self.skipping() && self.apply(std::slice::from_ref(&what)).await {
-            self.count(|c| &c.invalidations);
+            self.count(CacheEvent::Invalidation);
             return;
         }
-        self.count(|c| &c.invalidations_deferred);
+        self.count(CacheEvent::InvalidationDeferred);
         let mut pending = lock(&self.pending);
         if pending.items.len() >= MAX_PENDING {
             pending.items.clear();
@@ -554,9 +555,7 @@ impl RedisCache {
             pending.sweep_epoch += 1;
         }
         pending.items.insert(what);
-        self.counters
-            .pending
-            .store(pending.len(), Ordering::Relaxed);
+        self.counters.set_pending(pending.len());
     }
 
     /// Carries out `items` in Redis; `false` if any call failed.
@@ -639,12 +638,11 @@ impl RedisCache {
         for item in &items {
             pending.items.remove(item);
         }
-        self.counters
-            .invalidations
-            .fetch_add(items.len() as u64 + u64::from(sweep), Ordering::Relaxed);
-        self.counters
-            .pending
-            .store(pending.len(), Ordering::Relaxed);
+        self.counters.add(
+            CacheEvent::Invalidation,
+            items.len() as u64 + u64::from(sweep),
+        );
+        self.counters.set_pending(pending.len());
         pending.len() == 0
     }
 

@@ -99,6 +99,9 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(feature = "redis")]
+use crate::telemetry::CacheEvent;
+
+#[cfg(feature = "redis")]
 pub use self::settings::{DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 #[cfg(feature = "redis")]
 pub use keys::DEFAULT_CACHE_PREFIX;
@@ -110,8 +113,9 @@ pub(crate) use settings::{CacheSettings, layer};
 ///
 /// Counts are per store (per process) and only grow, except
 /// [`pending_invalidations`](Self::pending_invalidations), which is the
-/// current size of the pending set. Export them as metrics; a service
-/// watches [`hit_ratio`](Self::hit_ratio), `errors` and
+/// current size of the pending set. The same counts are recorded as they
+/// happen in the `dreamnet_db_cache_*` metrics (see [`crate::telemetry`]).
+/// A service watches [`hit_ratio`](Self::hit_ratio), `errors` and
 /// `pending_invalidations` (non-zero means this process reads from the
 /// database only until Redis answers again).
 ///
@@ -178,6 +182,31 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts `n` events, here and in the cache metrics.
+    #[cfg(feature = "redis")]
+    pub(crate) fn add(&self, event: CacheEvent, n: u64) {
+        let counter = match event {
+            CacheEvent::Hit => &self.hits,
+            CacheEvent::Miss => &self.misses,
+            CacheEvent::Bypassed => &self.bypassed,
+            CacheEvent::Error => &self.errors,
+            CacheEvent::Fill => &self.fills,
+            CacheEvent::StaleFillRefused => &self.stale_fills_refused,
+            CacheEvent::Invalidation => &self.invalidations,
+            CacheEvent::InvalidationDeferred => &self.invalidations_deferred,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+        crate::telemetry::cache_event(event, n);
+    }
+
+    /// Sets the size of the pending set, here and in its gauge. Called
+    /// under the pending set's lock, so the gauge moves by exact steps.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_pending(&self, len: u64) {
+        let before = self.pending.swap(len, Ordering::Relaxed);
+        crate::telemetry::cache_pending(before, len);
+    }
+
     pub(crate) fn snapshot(&self) -> CacheStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheStats {

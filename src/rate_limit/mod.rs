@@ -29,6 +29,7 @@ use std::time::Duration;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisLimiterOptions;
 use crate::error::{Error, Field, Result};
+use crate::telemetry::{Storage, rate_limit_decision};
 
 /// How many requests a key may make: `rate` per `period` on average, up to
 /// `burst` at once.
@@ -246,6 +247,7 @@ trait Limiter: Send + Sync + fmt::Debug + 'static {
 pub struct RateLimiter {
     policy: RateLimitPolicy,
     store: Arc<dyn Limiter>,
+    storage: Storage,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -271,6 +273,7 @@ impl RateLimiter {
         RateLimiter {
             policy,
             store: Arc::new(memory::MemoryLimiter::new(Arc::new(clock))),
+            storage: Storage::Memory,
         }
     }
 
@@ -286,6 +289,7 @@ impl RateLimiter {
         Ok(RateLimiter {
             policy,
             store: Arc::new(redis::RedisLimiter::connect(url, options).await?),
+            storage: Storage::Redis,
         })
     }
 
@@ -302,10 +306,13 @@ impl RateLimiter {
     }
 
     /// Checks a request that costs `cost` (1 to the policy's burst). A
-    /// refused request takes nothing.
+    /// refused request takes nothing. Each decision is counted in
+    /// `dreamnet_db_rate_limit_decisions_total` (see [`crate::telemetry`]).
     pub async fn check_cost(&self, key: &str, cost: u32) -> Result<RateLimitDecision> {
         self.policy.check_cost(cost)?;
-        self.store.check(&self.policy, key, cost).await
+        let decision = self.store.check(&self.policy, key, cost).await?;
+        rate_limit_decision(self.storage, decision.allowed, decision.degraded);
+        Ok(decision)
     }
 }
 

@@ -14,6 +14,7 @@ mod redis;
 mod tower;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::clock::{SharedClock, now_micros};
 use crate::error::{Error, Field, Result};
 pub use crate::model::Session;
 use crate::model::json::{check_document, check_object};
-use crate::telemetry::traced;
+use crate::telemetry::{SessionSite, Storage, session_site, traced_session};
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisSessionOptions;
@@ -214,6 +215,7 @@ pub struct CreatedSession {
 #[derive(Clone)]
 pub struct Sessions {
     backend: Arc<dyn SessionBackend>,
+    storage: Storage,
     clock: SharedClock,
     max_data_bytes: usize,
 }
@@ -228,9 +230,14 @@ impl fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    fn with_backend(backend: Arc<dyn SessionBackend>, clock: SharedClock) -> Self {
+    fn with_backend(
+        backend: Arc<dyn SessionBackend>,
+        storage: Storage,
+        clock: SharedClock,
+    ) -> Self {
         Sessions {
             backend,
+            storage,
             clock,
             max_data_bytes: DEFAULT_MAX_SESSION_BYTES,
         }
@@ -248,7 +255,11 @@ impl Sessions {
     /// tests).
     #[cfg(feature = "memory")]
     pub fn in_memory_with_clock(clock: impl crate::Clock) -> Self {
-        Self::with_backend(Arc::new(memory::MemorySessions::default()), Arc::new(clock))
+        Self::with_backend(
+            Arc::new(memory::MemorySessions::default()),
+            Storage::Memory,
+            Arc::new(clock),
+        )
     }
 
     /// Sessions in PostgreSQL's `sessions` table (created by the crate's
@@ -258,7 +269,11 @@ impl Sessions {
         let backend = store.session_backend().ok_or_else(|| {
             Error::Config("PostgreSQL sessions need a store connected to PostgreSQL".to_owned())
         })?;
-        Ok(Self::with_backend(backend, store.clock()))
+        Ok(Self::with_backend(
+            backend,
+            Storage::Postgres,
+            store.clock(),
+        ))
     }
 
     /// Sessions on Redis at `url` (`redis://` or `rediss://`). Each session
@@ -272,6 +287,7 @@ impl Sessions {
         let backend = redis::RedisSessions::connect(url, options)?;
         Ok(Self::with_backend(
             Arc::new(backend),
+            Storage::Redis,
             Arc::new(crate::SystemClock),
         ))
     }
@@ -295,6 +311,17 @@ impl Sessions {
 
     fn now(&self) -> DateTime<Utc> {
         now_micros(self.clock.as_ref())
+    }
+
+    /// Runs `fut` as a traced and counted session call (see
+    /// [`traced_session`]).
+    pub(crate) async fn traced<T>(
+        &self,
+        site: &'static SessionSite,
+        live: fn(&T) -> bool,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        traced_session(site, self.storage, live, fut).await
     }
 
     fn check_data(&self, data: &Value) -> Result<()> {
@@ -321,7 +348,7 @@ impl Sessions {
     /// ([`Field::SessionData`]), or when the lifetime is zero or over
     /// [`MAX_SESSION_TTL`] ([`Field::SessionTtl`]); nothing is stored then.
     pub async fn create(&self, new: NewSession) -> Result<CreatedSession> {
-        traced("create", "sessions", async {
+        self.traced(session_site!("create"), |_| true, async {
             self.check_data(&new.data)?;
             let now = self.now();
             let session = Session {
@@ -352,7 +379,7 @@ impl Sessions {
     /// The live session for `id`, or `None` if there is none (unknown,
     /// deleted or expired: the three are not told apart).
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        traced("load", "sessions", async {
+        self.traced(session_site!("load"), Option::is_some, async {
             self.backend.load(&id.storage_key(), self.now()).await
         })
         .await
@@ -368,7 +395,7 @@ impl Sessions {
         data: Value,
         ttl: Duration,
     ) -> Result<Option<Session>> {
-        traced("save", "sessions", async {
+        self.traced(session_site!("save"), Option::is_some, async {
             self.check_data(&data)?;
             let now = self.now();
             let expires_at = Self::expiry(now, ttl)?;
@@ -383,7 +410,7 @@ impl Sessions {
     /// from now. Returns the new expiry, or `None` if there is no live
     /// session.
     pub async fn extend(&self, id: &SessionId, ttl: Duration) -> Result<Option<DateTime<Utc>>> {
-        traced("extend", "sessions", async {
+        self.traced(session_site!("extend"), Option::is_some, async {
             let now = self.now();
             let expires_at = Self::expiry(now, ttl)?;
             Ok(self
@@ -397,7 +424,7 @@ impl Sessions {
 
     /// Ends the session `id`. Says whether a live session ended.
     pub async fn delete(&self, id: &SessionId) -> Result<bool> {
-        traced("delete", "sessions", async {
+        self.traced(session_site!("delete"), |ended| *ended, async {
             self.backend.delete(&id.storage_key(), self.now()).await
         })
         .await
@@ -410,7 +437,7 @@ impl Sessions {
     /// sessions (sessions do not depend on the `users` table); call this
     /// too.
     pub async fn delete_user(&self, user_id: Uuid) -> Result<u64> {
-        traced("delete_user", "sessions", async {
+        self.traced(session_site!("delete_user"), |_| true, async {
             self.backend.delete_user(user_id, self.now()).await
         })
         .await
@@ -423,7 +450,7 @@ impl Sessions {
     /// also sweeps as sessions are created; on Redis, sessions expire by
     /// themselves and this returns 0.
     pub async fn delete_expired(&self) -> Result<u64> {
-        traced("delete_expired", "sessions", async {
+        self.traced(session_site!("delete_expired"), |_| true, async {
             self.backend.delete_expired(self.now()).await
         })
         .await

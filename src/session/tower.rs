@@ -13,7 +13,7 @@ use super::Sessions;
 use crate::Field;
 use crate::model::Session;
 use crate::model::json::check_document;
-use crate::telemetry::traced;
+use crate::telemetry::session_site;
 
 /// [`Sessions`] as a [`tower_sessions_core::SessionStore`] (the trait the
 /// `tower-sessions` crate's `SessionManagerLayer` takes), on whichever
@@ -132,42 +132,50 @@ fn record_of(id: Id, session: Session) -> session_store::Result<Record> {
 impl SessionStore for TowerSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (backend, now, max) = self.sessions.parts();
-        traced("create", "sessions", async {
-            let session = self.session_of(record, now, max)?;
-            // A new id while the one drawn is taken by a live session (128
-            // random bits: in practice, never).
-            for _ in 0..8 {
-                if backend.insert(&key_of(&record.id), &session, now).await? {
-                    return Ok(());
+        self.sessions
+            .traced(session_site!("create"), |_| true, async {
+                let session = self.session_of(record, now, max)?;
+                // A new id while the one drawn is taken by a live session (128
+                // random bits: in practice, never).
+                for _ in 0..8 {
+                    if backend.insert(&key_of(&record.id), &session, now).await? {
+                        return Ok(());
+                    }
+                    record.id = Id::default();
                 }
-                record.id = Id::default();
-            }
-            Err(crate::Error::Database {
-                source: "eight fresh session ids collided: the random source is broken".into(),
+                Err(crate::Error::Database {
+                    source: "eight fresh session ids collided: the random source is broken".into(),
+                })
             })
-        })
-        .await
-        .map_err(backend_error)
+            .await
+            .map_err(backend_error)
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (backend, now, max) = self.sessions.parts();
-        traced("save", "sessions", async {
-            let session = self.session_of(record, now, max)?;
-            let key = key_of(&record.id);
-            if session.expires_at <= now {
-                backend.delete(&key, now).await.map(drop)
-            } else {
-                backend.put(&key, &session, now).await
-            }
-        })
-        .await
-        .map_err(backend_error)
+        self.sessions
+            .traced(session_site!("save"), |_| true, async {
+                let session = self.session_of(record, now, max)?;
+                let key = key_of(&record.id);
+                if session.expires_at <= now {
+                    backend.delete(&key, now).await.map(drop)
+                } else {
+                    backend.put(&key, &session, now).await
+                }
+            })
+            .await
+            .map_err(backend_error)
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let (backend, now, _) = self.sessions.parts();
-        let session = traced("load", "sessions", backend.load(&key_of(id), now))
+        let session = self
+            .sessions
+            .traced(
+                session_site!("load"),
+                Option::is_some,
+                backend.load(&key_of(id), now),
+            )
             .await
             .map_err(backend_error)?;
         session.map(|s| record_of(*id, s)).transpose()
@@ -175,7 +183,12 @@ impl SessionStore for TowerSessionStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let (backend, now, _) = self.sessions.parts();
-        traced("delete", "sessions", backend.delete(&key_of(id), now))
+        self.sessions
+            .traced(
+                session_site!("delete"),
+                |ended| *ended,
+                backend.delete(&key_of(id), now),
+            )
             .await
             .map(drop)
             .map_err(backend_error)
@@ -186,7 +199,12 @@ impl SessionStore for TowerSessionStore {
 impl ExpiredDeletion for TowerSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
         let (backend, now, _) = self.sessions.parts();
-        traced("delete_expired", "sessions", backend.delete_expired(now))
+        self.sessions
+            .traced(
+                session_site!("delete_expired"),
+                |_| true,
+                backend.delete_expired(now),
+            )
             .await
             .map(drop)
             .map_err(backend_error)

@@ -7,7 +7,7 @@ use super::{Store, new_id, not_found};
 use crate::backend::NewKeyRow;
 use crate::error::{Entity, Error, Field, KeyRejection, Result};
 use crate::model::{ApiKey, ApiKeySecret, IssuedKey, check_service, check_timestamp};
-use crate::telemetry::traced;
+use crate::telemetry::{site, traced};
 
 /// Hashed API keys: issue, validate, revoke, list and rotate. Get one from
 /// [`Store::api_keys`].
@@ -64,7 +64,7 @@ impl ApiKeys<'_> {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<IssuedKey> {
         let s = self.store;
-        traced("issue", "api_keys", async {
+        traced(site!("issue", "api_keys"), async {
             let (row, secret) = self.new_row(user_id, service, expires_at, s.now())?;
             let key = s.backend.insert_key(row).await?;
             Ok(IssuedKey { key, secret })
@@ -75,7 +75,7 @@ impl ApiKeys<'_> {
     /// Validates a presented key for any service. See
     /// [`validate_for`](Self::validate_for).
     pub async fn validate(&self, presented: &str) -> Result<ApiKey> {
-        traced("validate", "api_keys", self.check(presented, None)).await
+        traced(site!("validate", "api_keys"), self.check(presented, None)).await
     }
 
     /// Validates a presented key, which must have been issued for
@@ -85,7 +85,11 @@ impl ApiKeys<'_> {
     /// `last_used` is written at most once per `last_used_resolution` (a
     /// minute by default) per key, not on every call.
     pub async fn validate_for(&self, presented: &str, service: &str) -> Result<ApiKey> {
-        traced("validate", "api_keys", self.check(presented, Some(service))).await
+        traced(
+            site!("validate", "api_keys"),
+            self.check(presented, Some(service)),
+        )
+        .await
     }
 
     async fn check(&self, presented: &str, service: Option<&str>) -> Result<ApiKey> {
@@ -112,7 +116,7 @@ impl ApiKeys<'_> {
 
     /// The key with this id (revoked or not); `NotFound` if there is none.
     pub async fn get(&self, id: Uuid) -> Result<ApiKey> {
-        traced("get", "api_keys", async {
+        traced(site!("get", "api_keys"), async {
             self.store
                 .backend
                 .get_key(id)
@@ -127,15 +131,18 @@ impl ApiKeys<'_> {
     /// key changes nothing. `NotFound` if there is no such key.
     pub async fn revoke(&self, id: Uuid) -> Result<ApiKey> {
         let s = self.store;
-        traced("revoke", "api_keys", s.backend.revoke_key(id, s.now())).await
+        traced(
+            site!("revoke", "api_keys"),
+            s.backend.revoke_key(id, s.now()),
+        )
+        .await
     }
 
     /// A user's keys, revoked ones included, oldest first. Hashes are never
     /// returned.
     pub async fn list_for_user(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
         traced(
-            "list_for_user",
-            "api_keys",
+            site!("list_for_user", "api_keys"),
             self.store.backend.list_keys(user_id),
         )
         .await
@@ -147,7 +154,7 @@ impl ApiKeys<'_> {
     /// is already revoked.
     pub async fn rotate(&self, id: Uuid, expires_at: Option<DateTime<Utc>>) -> Result<IssuedKey> {
         let s = self.store;
-        traced("rotate", "api_keys", async {
+        traced(site!("rotate", "api_keys"), async {
             let old = s
                 .backend
                 .get_key(id)

@@ -10,7 +10,7 @@ use crate::model::{
     BucketCount, Cursor, Event, EventFilter, EventType, NewEvent, Page, TimeBucket, TimeRange,
     check_page, page_from,
 };
-use crate::telemetry::traced;
+use crate::telemetry::{site, traced};
 
 /// Events: record, list and count. Get one from [`Store::events`].
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ impl Events<'_> {
     /// (64 KiB by default) or holds `\u0000`; `NotFound` if the user does
     /// not exist.
     pub async fn record(&self, new: NewEvent) -> Result<Event> {
-        traced("record", "events", async {
+        traced(site!("record", "events"), async {
             let event = self.event_row(new, self.store.now())?;
             self.store
                 .backend
@@ -52,7 +52,7 @@ impl Events<'_> {
     /// Records many events in one round trip and one transaction: all of
     /// them or, if any is refused, none. Returns their ids in order.
     pub async fn record_many(&self, batch: Vec<NewEvent>) -> Result<Vec<Uuid>> {
-        traced("record_many", "events", async {
+        traced(site!("record_many", "events"), async {
             let now = self.store.now();
             let rows = batch
                 .into_iter()
@@ -74,7 +74,7 @@ impl Events<'_> {
         limit: usize,
         after: Option<Cursor>,
     ) -> Result<Page<Event>> {
-        traced("list", "events", async {
+        traced(site!("list", "events"), async {
             check_page(limit, after)?;
             filter.range.check()?;
             if let Some(v) = &filter.payload_contains {
@@ -94,7 +94,7 @@ impl Events<'_> {
 
     /// How many events of `event_type` fall in `range`.
     pub async fn count(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
-        traced("count", "events", async {
+        traced(site!("count", "events"), async {
             range.check()?;
             self.store.backend.count_events(event_type, range).await
         })
@@ -110,7 +110,7 @@ impl Events<'_> {
         range: TimeRange,
         event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>> {
-        traced("count_by_bucket", "events", async {
+        traced(site!("count_by_bucket", "events"), async {
             range.check()?;
             self.store
                 .backend

@@ -21,7 +21,7 @@ pub use self::events::Events;
 pub use self::users::Users;
 use crate::backend::{Backend, PoolState, Settings};
 use crate::error::{Entity, Error, Result};
-use crate::telemetry::traced;
+use crate::telemetry::{site, traced};
 
 /// DreamNet's data store: users, API keys and events.
 ///
@@ -113,8 +113,7 @@ impl Store {
     /// it applied (none for the in-memory backend).
     pub async fn migrate(&self) -> Result<Vec<String>> {
         traced(
-            "migrate",
-            "__diesel_schema_migrations",
+            site!("migrate", "__diesel_schema_migrations"),
             self.backend.migrate(),
         )
         .await
@@ -124,12 +123,25 @@ impl Store {
     /// connection was checked out and answered a query. For readiness
     /// probes.
     pub async fn health(&self) -> Result<()> {
-        traced("health", "-", self.backend.health()).await
+        traced(site!("health", "-"), self.backend.health()).await
     }
 
     /// The connection pool's state; `None` for the in-memory backend.
     pub fn pool_state(&self) -> Option<PoolState> {
         self.backend.pool_state()
+    }
+
+    /// Records the connection pool's state in the pool metrics
+    /// (`dreamnet_db_pool_connections`, `dreamnet_db_pool_waits_total`,
+    /// `dreamnet_db_pool_timeouts_total`; see [`crate::telemetry`]) with the
+    /// metrics recorder installed now. Call it where the service renders its
+    /// metrics, before rendering, or on a timer: the pool is not measured on
+    /// every call. Does nothing for the in-memory backend or without a
+    /// recorder.
+    pub fn record_metrics(&self) {
+        if let Some(state) = self.pool_state() {
+            crate::telemetry::record_pool(&state);
+        }
     }
 
     /// How the Redis cache has done since the store was built: hits,

@@ -8,7 +8,7 @@ use crate::error::{Entity, Result};
 use crate::model::{
     Cursor, Email, IssuedKey, NewUser, Page, User, UserUpdate, WalletAddress, check_page, page_from,
 };
-use crate::telemetry::traced;
+use crate::telemetry::{site, traced};
 
 /// Users: create, read, update, delete and list. Get one from
 /// [`Store::users`].
@@ -23,7 +23,7 @@ impl Users<'_> {
     /// user has neither, or a document is not a JSON object or too large.
     pub async fn create(&self, new: NewUser) -> Result<User> {
         let s = self.store;
-        traced("create", "users", async {
+        traced(site!("create", "users"), async {
             let now = s.now();
             let user = new.into_user(new_id(now), now, s.settings.max_payload_bytes)?;
             s.backend.create_user(user).await
@@ -40,7 +40,7 @@ impl Users<'_> {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(User, IssuedKey)> {
         let s = self.store;
-        traced("create_with_key", "users", async {
+        traced(site!("create_with_key", "users"), async {
             let now = s.now();
             let user = new.into_user(new_id(now), now, s.settings.max_payload_bytes)?;
             let (row, secret) = s.api_keys().new_row(user.id, service, expires_at, now)?;
@@ -52,7 +52,7 @@ impl Users<'_> {
 
     /// The user with this id; `NotFound` if there is none.
     pub async fn get(&self, id: Uuid) -> Result<User> {
-        traced("get", "users", async {
+        traced(site!("get", "users"), async {
             self.store
                 .backend
                 .get_user(id)
@@ -65,8 +65,7 @@ impl Users<'_> {
     /// The user with this email address (matched case-insensitively).
     pub async fn find_by_email(&self, email: &Email) -> Result<Option<User>> {
         traced(
-            "find_by_email",
-            "users",
+            site!("find_by_email", "users"),
             self.store.backend.find_user_by_email(email),
         )
         .await
@@ -75,8 +74,7 @@ impl Users<'_> {
     /// The user with this wallet address.
     pub async fn find_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
         traced(
-            "find_by_wallet",
-            "users",
+            site!("find_by_wallet", "users"),
             self.store.backend.find_user_by_wallet(wallet),
         )
         .await
@@ -87,7 +85,7 @@ impl Users<'_> {
     /// for [`create`](Self::create); nothing is written when it fails.
     pub async fn update(&self, id: Uuid, update: UserUpdate) -> Result<User> {
         let s = self.store;
-        traced("update", "users", async {
+        traced(site!("update", "users"), async {
             update.check(s.settings.max_payload_bytes)?;
             s.backend.update_user(id, &update, &s.settings).await
         })
@@ -100,13 +98,13 @@ impl Users<'_> {
     /// at the user never make this fail. `NotFound` if there is no such
     /// user.
     pub async fn delete(&self, id: Uuid) -> Result<()> {
-        traced("delete", "users", self.store.backend.delete_user(id)).await
+        traced(site!("delete", "users"), self.store.backend.delete_user(id)).await
     }
 
     /// A page of at most `limit` (1 to 1000) users, oldest first, after
     /// `after` (the previous page's [`Page::next`]).
     pub async fn list(&self, limit: usize, after: Option<Cursor>) -> Result<Page<User>> {
-        traced("list", "users", async {
+        traced(site!("list", "users"), async {
             check_page(limit, after)?;
             let users = self.store.backend.list_users(after, limit + 1).await?;
             Ok(page_from(users, limit, |u| Cursor::new(u.created_at, u.id)))
