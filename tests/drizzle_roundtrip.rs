@@ -294,6 +294,28 @@ async fn drizzle_and_the_crate_read_what_the_other_wrote() {
     assert_eq!(system.items[0].payload, json!({}));
     assert_eq!(wrote["systemEventPayload"], json!({}));
 
+    // A user deleted through Drizzle: their key is gone, their event stays,
+    // detached.
+    assert!(matches!(
+        store
+            .api_keys()
+            .validate(wrote["leavingSecret"].as_str().unwrap())
+            .await,
+        Err(Error::Unauthorized(KeyRejection::Unknown))
+    ));
+    let left = store
+        .events()
+        .list(
+            &EventFilter::all().event_type("user.leaving".parse().unwrap()),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].id, id(&wrote["leavingEventId"]));
+    assert_eq!(left.items[0].user_id, None);
+
     // The database holds Drizzle's writes to the crate's rules.
     let refused = &out["refused"];
     assert_eq!(

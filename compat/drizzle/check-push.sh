@@ -40,9 +40,15 @@ echo "type check: tsc -p compat/drizzle"
 (cd "$here" && node_modules/.bin/tsc -p .)
 
 # The crate's own migration runner (examples/migrate.rs), built with the
-# features the test suite uses so that a CI run reuses its build.
-(cd "$root" && cargo build --quiet --all-features --example migrate)
+# features the test suite uses so that a CI run reuses its build. The crate
+# embeds migrations/ at compile time, and cargo does not notice a new
+# migration directory by itself: rebuild when anything there is newer.
 export DREAMNET_MIGRATE="${CARGO_TARGET_DIR:-$root/target}/debug/examples/migrate"
+if [ -e "$DREAMNET_MIGRATE" ] && [ -n "$(find "$root/migrations" -newer "$DREAMNET_MIGRATE" -print -quit)" ]; then
+  touch "$root/src/postgres/mod.rs"
+fi
+(cd "$root" && cargo build --quiet --all-features --example migrate)
+export DREAMNET_MIGRATIONS="$root/migrations"
 
 cd "$here"
 status=0

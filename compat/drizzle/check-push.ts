@@ -22,6 +22,7 @@
 // postgres://postgres@127.0.0.1:5432/postgres). Exits 1 on any failure.
 
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -88,9 +89,31 @@ function run(cmd: string, args: string[], url: string): Run {
   return { status: r.status, output };
 }
 
-function crateMigrate(url: string): void {
+/** The versions of the migrations on disk, as diesel records them. */
+function migrationsOnDisk(): string[] {
+  const dir = process.env.DREAMNET_MIGRATIONS ?? path.join(here, "..", "..", "migrations");
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name.split("_")[0].replace(/-/g, ""))
+    .sort();
+}
+
+/**
+ * Migrates `url` with the crate, and checks that every migration on disk was
+ * applied: a runner built before a migration was added would leave it out.
+ */
+async function crateMigrate(url: string): Promise<void> {
   const r = run(migrate!, [], url);
   if (r.status !== 0) throw new Error(`the crate's migrations failed:\n${r.output}`);
+  const applied = await withClient(url, async (c) =>
+    (await c.query<{ version: string }>("SELECT version FROM __diesel_schema_migrations ORDER BY version")).rows.map(
+      (row) => row.version,
+    ),
+  );
+  const missing = migrationsOnDisk().filter((v) => !applied.includes(v));
+  if (missing.length > 0) {
+    throw new Error(`the migration runner ${migrate} does not include ${missing.join(", ")}: rebuild it`);
+  }
 }
 
 /** `drizzle-kit push` as a service's deploy runs it, with the shipped config. */
@@ -206,7 +229,7 @@ async function checkPushIsNoop(label: string, url: string): Promise<string[]> {
 async function main(): Promise<void> {
   // 1. The crate alone.
   const crateUrl = await createDb("crate");
-  crateMigrate(crateUrl);
+  await crateMigrate(crateUrl);
   const crate = await checkPushIsNoop("database the crate created", crateUrl);
 
   // 2. The services' original tables, then the crate.
@@ -217,7 +240,7 @@ async function main(): Promise<void> {
     legacyUrl,
   );
   if (legacyPush.status !== 0) throw new Error(`pushing legacy-schema.ts failed:\n${legacyPush.output}`);
-  crateMigrate(legacyUrl);
+  await crateMigrate(legacyUrl);
   const legacy = await checkPushIsNoop("database Drizzle created from the original schema, then the crate migrated", legacyUrl);
 
   // 3. schema.ts alone.

@@ -109,6 +109,17 @@ try {
     .returning();
   const [systemEvent] = await db.insert(events).values({ eventType: "system.deploy" }).returning();
 
+  // Deleting a user through Drizzle: the database deletes their keys and
+  // detaches their events, as the crate does.
+  const leavingSecret = "legacy-key-0002-of-a-user-who-leaves";
+  const [leaving] = await db.insert(users).values({ email: "leaving@example.com" }).returning();
+  await db.insert(apiKeys).values({ userId: leaving.id, service: "billing", hashedKey: sha256Hex(leavingSecret) });
+  const [leavingEvent] = await db
+    .insert(events)
+    .values({ userId: leaving.id, eventType: "user.leaving", payload: { reason: "test" } })
+    .returning();
+  await db.delete(users).where(eq(users.id, leaving.id));
+
   // What the database refuses from any writer.
   const refused = {
     emailOtherCase: await refusal(() => db.insert(users).values({ email: "grace.hopper@example.com" })),
@@ -158,6 +169,8 @@ try {
       graceEventAt: graceEventAt.toISOString(),
       systemEventId: systemEvent.id,
       systemEventPayload: systemEvent.payload,
+      leavingSecret,
+      leavingEventId: leavingEvent.id,
     },
     refused,
   };

@@ -74,7 +74,10 @@ export const apiKeys = pgTable(
     revokedAt: timestamptz("revoked_at"),
   },
   (t) => [
-    foreignKey({ name: "api_keys_user_id_users_id_fk", columns: [t.userId], foreignColumns: [users.id] }),
+    // Deleting a user deletes their keys.
+    foreignKey({ name: "api_keys_user_id_users_id_fk", columns: [t.userId], foreignColumns: [users.id] }).onDelete(
+      "cascade",
+    ),
     uniqueIndex("api_keys_hashed_key_key").on(t.hashedKey),
     index("api_keys_user_id_created_at_idx").on(t.userId, t.createdAt, t.id),
   ],
@@ -91,7 +94,10 @@ export const events = pgTable(
     createdAt: timestamptz("created_at").notNull().defaultNow(),
   },
   (t) => [
-    foreignKey({ name: "events_user_id_users_id_fk", columns: [t.userId], foreignColumns: [users.id] }),
+    // Deleting a user keeps their events, detached.
+    foreignKey({ name: "events_user_id_users_id_fk", columns: [t.userId], foreignColumns: [users.id] }).onDelete(
+      "set null",
+    ),
     // PostgreSQL's DESC puts nulls first; Drizzle's `.desc()` alone means NULLS LAST.
     index("events_user_id_created_at_idx").on(t.userId, t.createdAt.desc().nullsFirst(), t.id.desc().nullsFirst()),
     index("events_event_type_created_at_idx").on(
