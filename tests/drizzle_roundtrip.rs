@@ -17,7 +17,7 @@ use std::process::Stdio;
 
 use chrono::{DateTime, TimeZone, Utc};
 use dreamnet_db::{
-    Error, EventFilter, KeyRejection, ManualClock, NewEvent, NewUser, Store, WalletAddress,
+    Error, Event, EventFilter, KeyRejection, ManualClock, NewEvent, NewUser, Store, WalletAddress,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -79,6 +79,21 @@ async fn roundtrip(tsx: &Path, url: &str, input: &Value) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// The one event of `event_type` in the database.
+async fn only_event_of_type(store: &Store, event_type: &str) -> Event {
+    let page = store
+        .events()
+        .list(
+            &EventFilter::all().event_type(event_type.parse().unwrap()),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "events of type {event_type}");
+    page.items.into_iter().next().unwrap()
 }
 
 fn instant(s: &str) -> DateTime<Utc> {
@@ -279,19 +294,10 @@ async fn drizzle_and_the_crate_read_what_the_other_wrote() {
         e.created_at,
         instant(wrote["graceEventAt"].as_str().unwrap())
     );
-    let system = store
-        .events()
-        .list(
-            &EventFilter::all().event_type("system.deploy".parse().unwrap()),
-            10,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(system.items.len(), 1);
-    assert_eq!(system.items[0].id, id(&wrote["systemEventId"]));
-    assert_eq!(system.items[0].user_id, None);
-    assert_eq!(system.items[0].payload, json!({}));
+    let system = only_event_of_type(&store, "system.deploy").await;
+    assert_eq!(system.id, id(&wrote["systemEventId"]));
+    assert_eq!(system.user_id, None);
+    assert_eq!(system.payload, json!({}));
     assert_eq!(wrote["systemEventPayload"], json!({}));
 
     // A user deleted through Drizzle: their key is gone, their event stays,
@@ -303,18 +309,9 @@ async fn drizzle_and_the_crate_read_what_the_other_wrote() {
             .await,
         Err(Error::Unauthorized(KeyRejection::Unknown))
     ));
-    let left = store
-        .events()
-        .list(
-            &EventFilter::all().event_type("user.leaving".parse().unwrap()),
-            10,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(left.items.len(), 1);
-    assert_eq!(left.items[0].id, id(&wrote["leavingEventId"]));
-    assert_eq!(left.items[0].user_id, None);
+    let left = only_event_of_type(&store, "user.leaving").await;
+    assert_eq!(left.id, id(&wrote["leavingEventId"]));
+    assert_eq!(left.user_id, None);
 
     // The database holds Drizzle's writes to the crate's rules.
     let refused = &out["refused"];
