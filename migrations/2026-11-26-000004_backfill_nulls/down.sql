@@ -1,0 +1,2 @@
+-- Nothing to undo: the backfilled values stay.
+SELECT 1;

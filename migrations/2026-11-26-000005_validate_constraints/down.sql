@@ -1,0 +1,2 @@
+-- Nothing to undo: validated constraints stay validated.
+SELECT 1;

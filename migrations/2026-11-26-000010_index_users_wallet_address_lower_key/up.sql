@@ -1,0 +1,18 @@
+-- Wallet addresses are stored lower case, but rows from older services may
+-- not be: unique whatever their case.
+--
+-- Built CONCURRENTLY: reads and writes go on during the build, which holds
+-- only a SHARE UPDATE EXCLUSIVE lock. It cannot run in a transaction
+-- (metadata.toml), so this migration is this one statement. A build that
+-- fails or is interrupted leaves an INVALID index behind, which IF NOT
+-- EXISTS would then skip: Store::migrate drops the crate's invalid indexes
+-- before it runs migrations, and builds again any index of an applied
+-- migration that is missing.
+--
+-- No lock_timeout: waiting for the lock, or for older transactions to end,
+-- as a concurrent build does, blocks no one else's reads or writes.
+-- squawk-ignore-file require-lock-timeout
+-- squawk-ignore-file require-statement-timeout
+-- (A concurrent build on a large table takes minutes; a statement timeout
+-- would only leave an invalid index behind.)
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_wallet_address_lower_key ON users (lower(wallet_address));
