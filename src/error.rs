@@ -167,6 +167,13 @@ pub enum Field {
     SessionData,
     /// A session's lifetime.
     SessionTtl,
+    /// A JSON document not (yet) tied to a field: [`Json::parse`],
+    /// [`Json::to_value`], [`Json::deserialize`].
+    ///
+    /// [`Json::parse`]: crate::Json::parse
+    /// [`Json::to_value`]: crate::Json::to_value
+    /// [`Json::deserialize`]: crate::Json::deserialize
+    Json,
 }
 
 impl std::fmt::Display for Field {
@@ -189,6 +196,7 @@ impl std::fmt::Display for Field {
             Field::SessionId => "session id",
             Field::SessionData => "session data",
             Field::SessionTtl => "session lifetime",
+            Field::Json => "json",
         })
     }
 }

@@ -100,7 +100,7 @@ impl StoreBuilder {
     }
 
     /// How long a caller waits for a connection (opening one included)
-    /// before getting [`Error::PoolTimeout`]. Default 2 s.
+    /// before getting [`Error::PoolTimeout`](crate::Error::PoolTimeout). Default 2 s.
     pub fn connection_timeout(mut self, t: Duration) -> Self {
         self.pg.connection_timeout = t;
         self
@@ -129,7 +129,9 @@ impl StoreBuilder {
     }
 
     /// The largest event payload, user metadata or preferences document, in
-    /// bytes of serialized JSON. Default 64 KiB.
+    /// bytes of JSON as PostgreSQL's `jsonb` prints it, less the spaces it
+    /// puts after `,` and `:` (so numbers count as `numeric` prints them:
+    /// `1e400` is 401 bytes). Default 64 KiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.max_payload_bytes = n;
         self
