@@ -174,16 +174,20 @@ impl Json {
             .map_err(|e| Error::invalid(Field::Json, format!("does not fit the type: {e}")))
     }
 
-    /// The document as a `serde_json::Value`, at any depth. A number that
-    /// the `Value` would not hold exactly (`123456789012345678901234567890`
-    /// and `1e400` do not fit `i64`, `u64` or `f64` without rounding) is
-    /// [`Error::InvalidInput`] ([`Field::Json`]) naming its path, never a
-    /// rounded value. With serde_json's `arbitrary_precision` feature on
-    /// in the build, every number fits.
+    /// The document as a `serde_json::Value`, nested up to
+    /// [`MAX_JSON_DEPTH`] deep (serde_json's own parser stops at 128; a
+    /// `Value` much deeper can overflow the stack when dropped). A number
+    /// that the `Value` would not hold exactly
+    /// (`123456789012345678901234567890` and `1e400` do not fit `i64`, `u64`
+    /// or `f64` without rounding) is [`Error::InvalidInput`]
+    /// ([`Field::Json`]) naming its path, never a rounded value. With
+    /// serde_json's `arbitrary_precision` feature on in the build, every
+    /// number fits.
     pub fn to_value(&self) -> Result<Value, Error> {
         let rules = Rules {
             surrogates: true,
-            ..Rules::LENIENT
+            jsonb: false,
+            max_depth: MAX_JSON_DEPTH,
         };
         let tree = Tree::parse(self.as_str(), rules).map_err(|problem| {
             Error::invalid(
@@ -192,6 +196,9 @@ impl Json {
                     Problem::Surrogate(path) => format!(
                         "the string at {} holds an unpaired UTF-16 surrogate escape, which a serde_json::Value cannot hold",
                         at(&path)
+                    ),
+                    Problem::TooDeep => format!(
+                        "nests arrays and objects more than {MAX_JSON_DEPTH} levels deep (MAX_JSON_DEPTH): a serde_json::Value that deep can overflow the stack when it is dropped"
                     ),
                     _ => "not a JSON document".to_owned(),
                 },
@@ -493,10 +500,13 @@ mod tests {
         assert!(doc("1e400").to_value().is_err());
         assert!(doc("18446744073709551617").to_value().is_err());
         assert!(doc(r#"["\ud800"]"#).to_value().is_err());
-        // Deeper than serde_json's own limit of 128.
-        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        // Deeper than serde_json's own limit of 128, up to the crate's.
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let deep = nested(MAX_JSON_DEPTH);
         let v = doc(&deep).to_value().unwrap();
         assert_eq!(Json::from(&v).as_str(), deep);
+        let too_deep = doc(&nested(MAX_JSON_DEPTH + 1)).to_value();
+        assert!(refusal(too_deep, Field::Json).contains("MAX_JSON_DEPTH"));
     }
 
     #[test]
