@@ -169,6 +169,13 @@ pub enum Field {
     SessionTtl,
     /// A page's cursor.
     Cursor,
+    /// A JSON document not (yet) tied to a field: [`Json::parse`],
+    /// [`Json::to_value`], [`Json::deserialize`].
+    ///
+    /// [`Json::parse`]: crate::Json::parse
+    /// [`Json::to_value`]: crate::Json::to_value
+    /// [`Json::deserialize`]: crate::Json::deserialize
+    Json,
 }
 
 impl std::fmt::Display for Field {
@@ -192,6 +199,7 @@ impl std::fmt::Display for Field {
             Field::SessionData => "session data",
             Field::SessionTtl => "session lifetime",
             Field::Cursor => "cursor",
+            Field::Json => "json",
         })
     }
 }

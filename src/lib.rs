@@ -82,9 +82,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{
     ApiKey, ApiKeySecret, BucketCount, Cursor, Email, Event, EventFilter, EventType, IssuedKey,
-    JsonChange, KEY_PREFIX, MAX_EMAIL_LEN, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
-    NewEvent, NewUser, Page, PassportTier, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
-    earliest_timestamp,
+    Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN, MAX_JSON_DEPTH, MAX_PAGE_SIZE,
+    MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN, NewEvent, NewUser, Page, PassportTier, TimeBucket,
+    TimeRange, User, UserUpdate, WalletAddress, earliest_timestamp,
 };
 pub use postgres::MIGRATIONS;
 #[cfg(feature = "redis")]

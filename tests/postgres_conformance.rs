@@ -12,7 +12,8 @@ use dreamnet_db::StoreBuilder;
 async fn postgres(builder: StoreBuilder) -> Option<Harness> {
     let db = common::pg_db().await?;
     let store = db.store_with(builder.max_connections(10)).await;
-    Some(Harness::new(store, db))
+    let url = db.url.clone();
+    Some(Harness::new(store, db).with_sql(url))
 }
 
 conformance_tests!(postgres);

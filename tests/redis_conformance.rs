@@ -26,7 +26,8 @@ async fn postgres_redis(builder: StoreBuilder) -> Option<Harness> {
                 .max_connections(10),
         )
         .await;
-    Some(Harness::new(store, db))
+    let url = db.url.clone();
+    Some(Harness::new(store, db).with_sql(url))
 }
 
 #[cfg(feature = "memory")]

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dreamnet_db::{
-    Error, Field, ManualClock, NewSession, RedisSessionOptions, SessionId, Sessions, Store,
+    Error, Field, Json, ManualClock, NewSession, RedisSessionOptions, SessionId, Sessions, Store,
     TowerSessionStore,
 };
 use serde_json::{Value, json};
@@ -117,6 +117,8 @@ all_backends!(
     tower_create_load_save_delete,
     tower_ids_that_collide_are_redrawn,
     tower_user_field_and_expiry,
+    data_keeps_every_number_exactly,
+    tower_refuses_to_round_what_it_cannot_hold,
 );
 
 fn token_of(s: &str) -> SessionId {
@@ -397,8 +399,8 @@ async fn concurrent_sessions_of_one_user(b: &Backend) {
     }
     // Every save landed whole: the data is one writer's, never a mix.
     let data = s.load(&shared.id).await.unwrap().unwrap().data;
-    let i = data["writer"].as_i64().expect("a writer");
-    assert_eq!(data["payload"], json!([i, i, i]));
+    let i: i64 = data.get("writer").expect("a writer").deserialize().unwrap();
+    assert_eq!(data.get("payload").unwrap(), json!([i, i, i]));
     assert_eq!(s.delete_user(user).await.unwrap(), 41);
     for id in &ids {
         assert_eq!(s.load(id).await.unwrap(), None);
@@ -535,6 +537,81 @@ async fn tower_user_field_and_expiry(b: &Backend) {
     );
     store.delete_expired().await.unwrap();
     assert!(store.load(&again.id).await.unwrap().is_some());
+}
+
+/// Numbers no `f64` holds, deep nesting and escapes come back exactly,
+/// as PostgreSQL's `jsonb` prints them, from every backend.
+async fn data_keeps_every_number_exactly(b: &Backend) {
+    let s = &b.sessions;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let text = format!(
+        r#"{{"wei": 123456789012345678901234567890, "u": 18446744073709551617, "big": 1e400, "x": 1.50, "deep": {deep}, "s": "\u00e9\n"}}"#
+    );
+    let printed = format!(
+        r#"{{"s": "é\n", "u": 18446744073709551617, "x": 1.50, "big": 1{}, "wei": 123456789012345678901234567890, "deep": {deep}}}"#,
+        "0".repeat(400)
+    );
+    let data = Json::parse(&text).unwrap();
+    let created = s
+        .create(NewSession::new(HOUR).data(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(created.session.data.as_str(), printed);
+    let loaded = s.load(&created.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data.as_str(), printed);
+    assert_eq!(loaded.data, data);
+    assert_eq!(
+        loaded.data.get("wei").unwrap().as_number(),
+        Some("123456789012345678901234567890")
+    );
+    let saved = s
+        .save(&created.id, loaded.data.clone(), HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.data.as_str(), printed);
+    s.extend(&created.id, 2 * HOUR).await.unwrap().unwrap();
+    let loaded = s.load(&created.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data.as_str(), printed);
+}
+
+/// `tower-sessions` holds data as `serde_json::Value`s: what they hold
+/// exactly goes through, and a number they would round is a decoding error
+/// naming its path, never a rounded value.
+async fn tower_refuses_to_round_what_it_cannot_hold(b: &Backend) {
+    let store = TowerSessionStore::new(b.sessions.clone());
+    let mut rec = record(
+        json!({"n": 18446744073709551615u64, "f": 0.1}),
+        time::Duration::hours(1),
+    );
+    store.create(&mut rec).await.unwrap();
+    let loaded = store.load(&rec.id).await.unwrap().unwrap();
+    assert_eq!(loaded.data, rec.data);
+
+    // A session whose data another writer filled with a number no `Value`
+    // holds: saved through the native API under the tower id's token.
+    let token = SessionId::parse(&rec.id.to_string()).unwrap();
+    b.sessions
+        .save(
+            &token,
+            Json::parse(r#"{"wallet": {"wei": 123456789012345678901234567890}}"#).unwrap(),
+            HOUR,
+        )
+        .await
+        .unwrap()
+        .expect("live");
+    match store.load(&rec.id).await {
+        Err(tower_sessions_core::session_store::Error::Decode(why)) => {
+            assert!(why.contains("/wallet/wei"), "{why}")
+        }
+        other => panic!("expected a decoding error, got {other:?}"),
+    }
+    // The data is still there, exactly, for the native API.
+    let native = b.sessions.load(&token).await.unwrap().unwrap();
+    assert_eq!(
+        native.data.pointer("/wallet/wei").unwrap().as_number(),
+        Some("123456789012345678901234567890")
+    );
 }
 
 #[tokio::test]

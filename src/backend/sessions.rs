@@ -5,11 +5,10 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::Session;
+use crate::model::{Json, Session};
 
 /// What every session backend does, keyed by `SessionId::storage_key`.
 /// "Live" means `expires_at > now`; an expired session is never returned,
@@ -30,7 +29,7 @@ pub(crate) trait SessionBackend: Send + Sync + fmt::Debug + 'static {
     async fn update(
         &self,
         key: &str,
-        data: Option<&Value>,
+        data: Option<&Json>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Session>>;

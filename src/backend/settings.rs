@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::{SharedClock, now_micros};
 
 /// The default largest event payload (and user metadata or preferences
-/// document), in bytes of serialized JSON: 64 KiB.
+/// document), in bytes of JSON as `jsonb` prints it without spaces: 64 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// The default resolution of `api_keys.last_used`: a minute.

@@ -3,9 +3,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::Json;
 use crate::error::{Error, Field};
 use crate::model::check_timestamp;
 
@@ -97,16 +97,16 @@ pub struct NewEvent {
     /// The event's type.
     pub event_type: EventType,
     /// The payload, any JSON value up to the store's payload limit.
-    pub payload: Value,
+    pub payload: Json,
 }
 
 impl NewEvent {
     /// A system event (no user) of `event_type` with `payload`.
-    pub fn new(event_type: EventType, payload: Value) -> Self {
+    pub fn new(event_type: EventType, payload: impl Into<Json>) -> Self {
         NewEvent {
             user_id: None,
             event_type,
-            payload,
+            payload: payload.into(),
         }
     }
 
@@ -127,8 +127,8 @@ pub struct Event {
     pub user_id: Option<Uuid>,
     /// The event's type.
     pub event_type: EventType,
-    /// The payload.
-    pub payload: Value,
+    /// The payload, exactly as stored.
+    pub payload: Json,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
 }
@@ -222,7 +222,7 @@ pub struct EventFilter {
     /// Only events in this range.
     pub range: TimeRange,
     /// Only events whose payload contains this JSON value.
-    pub payload_contains: Option<Value>,
+    pub payload_contains: Option<Json>,
 }
 
 impl EventFilter {
@@ -251,9 +251,10 @@ impl EventFilter {
         self
     }
 
-    /// Only events whose payload contains `value`.
-    pub fn payload_contains(mut self, value: Value) -> Self {
-        self.payload_contains = Some(value);
+    /// Only events whose payload contains `value` (numbers compared by
+    /// exact value).
+    pub fn payload_contains(mut self, value: impl Into<Json>) -> Self {
+        self.payload_contains = Some(value.into());
         self
     }
 

@@ -16,6 +16,7 @@ pub use api_key::{
 pub(crate) use api_key::{check_service, hash_key, push_hex};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
+pub use json::{Json, MAX_JSON_DEPTH};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};
 pub(crate) use page::{check_page, page_from};
 pub use session::Session;

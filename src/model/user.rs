@@ -3,11 +3,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::json::{check_document, check_object, merge};
-use super::{Email, WalletAddress};
+use super::{Email, Json, WalletAddress};
 use crate::error::{Error, Field};
 
 /// A user's passport tier: 1 to 50 characters, no control characters and no
@@ -103,10 +102,10 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// When the user last changed; strictly later after every update.
     pub updated_at: DateTime<Utc>,
-    /// Free-form metadata (a JSON object).
-    pub metadata: Value,
-    /// The user's preferences (a JSON object).
-    pub preferences: Value,
+    /// Free-form metadata (a JSON object), exactly as stored.
+    pub metadata: Json,
+    /// The user's preferences (a JSON object), exactly as stored.
+    pub preferences: Json,
 }
 
 /// What a new user is made of. A user needs an email, a wallet address, or
@@ -131,9 +130,9 @@ pub struct NewUser {
     /// The tier; `visitor` when `None`.
     pub passport_tier: Option<PassportTier>,
     /// Metadata, a JSON object; `{}` when `None`.
-    pub metadata: Option<Value>,
+    pub metadata: Option<Json>,
     /// Preferences, a JSON object; `{}` when `None`.
-    pub preferences: Option<Value>,
+    pub preferences: Option<Json>,
 }
 
 impl NewUser {
@@ -172,14 +171,14 @@ impl NewUser {
     }
 
     /// Sets the metadata object.
-    pub fn metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(metadata);
+    pub fn metadata(mut self, metadata: impl Into<Json>) -> Self {
+        self.metadata = Some(metadata.into());
         self
     }
 
     /// Sets the preferences object.
-    pub fn preferences(mut self, preferences: Value) -> Self {
-        self.preferences = Some(preferences);
+    pub fn preferences(mut self, preferences: impl Into<Json>) -> Self {
+        self.preferences = Some(preferences.into());
         self
     }
 
@@ -196,10 +195,17 @@ impl NewUser {
                 "a user needs an email, a wallet address, or both",
             ));
         }
-        let metadata = self.metadata.unwrap_or_else(empty_object);
-        let preferences = self.preferences.unwrap_or_else(empty_object);
-        check_user_document(Field::Metadata, &metadata, max_json)?;
-        check_user_document(Field::Preferences, &preferences, max_json)?;
+        let empty = Json::empty_object();
+        let metadata = check_user_document(
+            Field::Metadata,
+            self.metadata.as_ref().unwrap_or(&empty),
+            max_json,
+        )?;
+        let preferences = check_user_document(
+            Field::Preferences,
+            self.preferences.as_ref().unwrap_or(&empty),
+            max_json,
+        )?;
         Ok(User {
             id,
             email: self.email,
@@ -213,23 +219,22 @@ impl NewUser {
     }
 }
 
-fn empty_object() -> Value {
-    Value::Object(Default::default())
-}
-
-fn check_user_document(field: Field, value: &Value, max_json: usize) -> Result<(), Error> {
-    check_object(field, value)?;
-    check_document(field, value, max_json)
+/// Checks a user's document (an object within the limits) and returns it
+/// as it is stored.
+fn check_user_document(field: Field, doc: &Json, max_json: usize) -> Result<Json, Error> {
+    check_object(field, doc)?;
+    check_document(field, doc, max_json)
 }
 
 /// How to change a JSON document of a user.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonChange {
     /// Replace the whole object.
-    Replace(Value),
+    Replace(Json),
     /// Apply an RFC 7386 JSON merge patch: keys in the patch are set, keys
-    /// set to `null` are removed, nested objects merge.
-    Merge(Value),
+    /// set to `null` are removed, nested objects merge. Values the patch
+    /// does not reach keep their exact text.
+    Merge(Json),
 }
 
 /// A change to a user. Fields left `None` stay as they are; `updated_at`
@@ -296,26 +301,26 @@ impl UserUpdate {
     }
 
     /// Replaces the metadata object.
-    pub fn replace_metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(JsonChange::Replace(metadata));
+    pub fn replace_metadata(mut self, metadata: impl Into<Json>) -> Self {
+        self.metadata = Some(JsonChange::Replace(metadata.into()));
         self
     }
 
     /// Merges a JSON merge patch into the metadata.
-    pub fn merge_metadata(mut self, patch: Value) -> Self {
-        self.metadata = Some(JsonChange::Merge(patch));
+    pub fn merge_metadata(mut self, patch: impl Into<Json>) -> Self {
+        self.metadata = Some(JsonChange::Merge(patch.into()));
         self
     }
 
     /// Replaces the preferences object.
-    pub fn replace_preferences(mut self, preferences: Value) -> Self {
-        self.preferences = Some(JsonChange::Replace(preferences));
+    pub fn replace_preferences(mut self, preferences: impl Into<Json>) -> Self {
+        self.preferences = Some(JsonChange::Replace(preferences.into()));
         self
     }
 
     /// Merges a JSON merge patch into the preferences.
-    pub fn merge_preferences(mut self, patch: Value) -> Self {
-        self.preferences = Some(JsonChange::Merge(patch));
+    pub fn merge_preferences(mut self, patch: impl Into<Json>) -> Self {
+        self.preferences = Some(JsonChange::Merge(patch.into()));
         self
     }
 
@@ -370,13 +375,12 @@ impl UserUpdate {
         ] {
             match change {
                 None => {}
-                Some(JsonChange::Replace(v)) => *doc = v.clone(),
+                Some(JsonChange::Replace(v)) => *doc = check_user_document(field, v, max_json)?,
                 Some(JsonChange::Merge(patch)) => {
-                    if !doc.is_object() {
-                        *doc = empty_object();
-                    }
-                    merge(doc, patch);
-                    check_user_document(field, doc, max_json)?;
+                    // The merged object is checked whole, as it is stored:
+                    // the parts the patch did not reach are kept exactly.
+                    let merged = merge(doc, patch);
+                    *doc = check_user_document(field, &merged, max_json)?;
                 }
             }
         }

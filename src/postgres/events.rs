@@ -4,13 +4,14 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Varchar};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::errors::classify;
 use super::schema::events;
 use crate::error::Result;
-use crate::model::{BucketCount, Cursor, Event, EventFilter, EventType, TimeBucket, TimeRange};
+use crate::model::{
+    BucketCount, Cursor, Event, EventFilter, EventType, Json, TimeBucket, TimeRange,
+};
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
@@ -18,7 +19,7 @@ struct EventRow {
     id: Uuid,
     user_id: Option<Uuid>,
     event_type: String,
-    payload: Value,
+    payload: Json,
     created_at: DateTime<Utc>,
 }
 
@@ -41,7 +42,7 @@ struct EventInsert<'a> {
     id: Uuid,
     user_id: Option<Uuid>,
     event_type: &'a str,
-    payload: &'a Value,
+    payload: &'a Json,
     created_at: DateTime<Utc>,
 }
 
@@ -72,7 +73,7 @@ async fn insert_batch(conn: &mut AsyncPgConnection, batch: &[Event]) -> Result<(
     let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
     let users: Vec<Option<Uuid>> = batch.iter().map(|e| e.user_id).collect();
     let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
-    let payloads: Vec<&Value> = batch.iter().map(|e| &e.payload).collect();
+    let payloads: Vec<&Json> = batch.iter().map(|e| &e.payload).collect();
     let times: Vec<DateTime<Utc>> = batch.iter().map(|e| e.created_at).collect();
     diesel::sql_query(
         "INSERT INTO events (id, user_id, event_type, payload, created_at) \

@@ -15,6 +15,7 @@ macro_rules! on_conn {
 mod connect;
 mod errors;
 mod events;
+mod json;
 mod keys;
 #[rustfmt::skip]
 #[allow(missing_docs)]

@@ -11,20 +11,19 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::PgBackend;
 use super::schema::sessions;
 use crate::backend::SessionBackend;
 use crate::error::Result;
-use crate::model::Session;
+use crate::model::{Json, Session};
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
 struct SessionRow {
     user_id: Option<Uuid>,
-    data: Value,
+    data: Json,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 }
@@ -51,7 +50,7 @@ impl From<SessionRow> for Session {
 struct NewRow<'a> {
     id: &'a str,
     user_id: Option<Uuid>,
-    data: &'a Value,
+    data: &'a Json,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 }
@@ -72,7 +71,7 @@ impl<'a> NewRow<'a> {
 #[derive(AsChangeset)]
 #[diesel(table_name = sessions)]
 struct Change<'a> {
-    data: Option<&'a Value>,
+    data: Option<&'a Json>,
     expires_at: DateTime<Utc>,
 }
 
@@ -225,7 +224,7 @@ impl SessionBackend for PgSessions {
     async fn update(
         &self,
         key: &str,
-        data: Option<&Value>,
+        data: Option<&Json>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Session>> {

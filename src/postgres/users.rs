@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::errors::classify;
@@ -12,7 +11,7 @@ use super::schema::{api_keys, events, users};
 use crate::backend::NewKeyRow;
 use crate::backend::Settings;
 use crate::error::{Entity, Error, Result};
-use crate::model::{ApiKey, Cursor, Email, PassportTier, User, UserUpdate, WalletAddress};
+use crate::model::{ApiKey, Cursor, Email, Json, PassportTier, User, UserUpdate, WalletAddress};
 
 #[diesel::declare_sql_function]
 extern "SQL" {
@@ -23,12 +22,11 @@ extern "SQL" {
     ) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
 }
 
-/// A `users` row as diesel reads and writes it.
-#[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
+/// A `users` row as diesel reads and inserts it.
+#[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(
     table_name = users,
     check_for_backend(diesel::pg::Pg),
-    treat_none_as_null = true,
     treat_none_as_default_value = false
 )]
 pub(super) struct UserRow {
@@ -38,8 +36,8 @@ pub(super) struct UserRow {
     passport_tier: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    metadata: Value,
-    preferences: Value,
+    metadata: Json,
+    preferences: Json,
 }
 
 impl From<UserRow> for User {
@@ -68,6 +66,43 @@ impl From<&User> for UserRow {
             updated_at: u.updated_at,
             metadata: u.metadata.clone(),
             preferences: u.preferences.clone(),
+        }
+    }
+}
+
+/// The columns an update writes: `updated_at` and those the update
+/// changes, so a document (or any column) it does not touch is not sent
+/// back to the server at all.
+#[derive(AsChangeset)]
+#[diesel(table_name = users)]
+struct UserChange<'a> {
+    email: Option<Option<&'a str>>,
+    wallet_address: Option<Option<&'a str>>,
+    passport_tier: Option<&'a str>,
+    updated_at: DateTime<Utc>,
+    metadata: Option<&'a Json>,
+    preferences: Option<&'a Json>,
+}
+
+impl<'a> UserChange<'a> {
+    /// What `change` made of the row, as `next` shows it.
+    fn of(change: &UserUpdate, next: &'a User) -> Self {
+        UserChange {
+            email: change
+                .email
+                .is_some()
+                .then(|| next.email.as_ref().map(Email::as_str)),
+            wallet_address: change
+                .wallet_address
+                .is_some()
+                .then(|| next.wallet_address.as_ref().map(WalletAddress::as_str)),
+            passport_tier: change
+                .passport_tier
+                .is_some()
+                .then(|| next.passport_tier.as_str()),
+            updated_at: next.updated_at,
+            metadata: change.metadata.is_some().then_some(&next.metadata),
+            preferences: change.preferences.is_some().then_some(&next.preferences),
         }
     }
 }
@@ -152,7 +187,7 @@ pub(super) async fn update(
             .into();
         let next = change.apply(&current, settings.now(), settings.max_payload_bytes)?;
         diesel::update(users::table.find(id))
-            .set(UserRow::from(&next))
+            .set(UserChange::of(change, &next))
             .execute(conn)
             .await?;
         Ok(next)

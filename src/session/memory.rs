@@ -4,12 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::SessionBackend;
 use crate::error::Result;
-use crate::model::Session;
+use crate::model::{Json, Session};
 
 /// Sweep expired sessions after this many inserts, so that a process that
 /// never calls `delete_expired` still holds only about this many dead
@@ -120,7 +119,7 @@ impl SessionBackend for MemorySessions {
     async fn update(
         &self,
         key: &str,
-        data: Option<&Value>,
+        data: Option<&Json>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Session>> {

@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::SessionBackend;
 use crate::clock::{SharedClock, now_micros};
 use crate::error::{Error, Field, Result};
+use crate::model::Json;
 pub use crate::model::Session;
 use crate::model::json::{check_document, check_object};
 use crate::telemetry::{SessionSite, Storage, session_site, traced_session};
@@ -35,7 +35,8 @@ pub use self::redis::RedisSessionOptions;
 #[cfg(feature = "tower-sessions")]
 pub use self::tower::TowerSessionStore;
 
-/// The largest session data accepted by default, serialized: 16 KiB.
+/// The largest session data accepted by default, in bytes of JSON as
+/// `jsonb` prints it without spaces: 16 KiB.
 /// Sessions are read on every request, so they are kept small;
 /// [`Sessions::max_data_bytes`] changes it.
 pub const DEFAULT_MAX_SESSION_BYTES: usize = 16 * 1024;
@@ -134,7 +135,7 @@ impl std::str::FromStr for SessionId {
 #[derive(Debug, Clone)]
 pub struct NewSession {
     user_id: Option<Uuid>,
-    data: Value,
+    data: Json,
     ttl: Duration,
 }
 
@@ -143,7 +144,7 @@ impl NewSession {
     pub fn new(ttl: Duration) -> Self {
         NewSession {
             user_id: None,
-            data: Value::Object(Default::default()),
+            data: Json::empty_object(),
             ttl,
         }
     }
@@ -155,8 +156,8 @@ impl NewSession {
     }
 
     /// The session starts with `data` (a JSON object).
-    pub fn data(mut self, data: Value) -> Self {
-        self.data = data;
+    pub fn data(mut self, data: impl Into<Json>) -> Self {
+        self.data = data.into();
         self
     }
 }
@@ -302,8 +303,8 @@ impl Sessions {
         self
     }
 
-    /// The largest session data accepted, serialized. Default
-    /// [`DEFAULT_MAX_SESSION_BYTES`].
+    /// The largest session data accepted, in bytes of JSON as `jsonb` prints
+    /// it without spaces. Default [`DEFAULT_MAX_SESSION_BYTES`].
     pub fn max_data_bytes(mut self, bytes: usize) -> Self {
         self.max_data_bytes = bytes;
         self
@@ -324,7 +325,8 @@ impl Sessions {
         traced_session(site, self.storage, live, fut).await
     }
 
-    fn check_data(&self, data: &Value) -> Result<()> {
+    /// Checks session data and returns it as it is stored.
+    fn check_data(&self, data: &Json) -> Result<Json> {
         check_object(Field::SessionData, data)?;
         check_document(Field::SessionData, data, self.max_data_bytes)
     }
@@ -344,16 +346,17 @@ impl Sessions {
     /// system's secure random source).
     ///
     /// Refused with [`Error::InvalidInput`] when the data is not a JSON
-    /// object or is over [`Sessions::max_data_bytes`]
+    /// object, is over [`Sessions::max_data_bytes`] or is a document the
+    /// store does not accept (see [`Json`](crate::Json))
     /// ([`Field::SessionData`]), or when the lifetime is zero or over
     /// [`MAX_SESSION_TTL`] ([`Field::SessionTtl`]); nothing is stored then.
     pub async fn create(&self, new: NewSession) -> Result<CreatedSession> {
         self.traced(session_site!("create"), |_| true, async {
-            self.check_data(&new.data)?;
+            let data = self.check_data(&new.data)?;
             let now = self.now();
             let session = Session {
                 user_id: new.user_id,
-                data: new.data,
+                data,
                 created_at: now,
                 expires_at: Self::expiry(now, new.ttl)?,
             };
@@ -392,11 +395,12 @@ impl Sessions {
     pub async fn save(
         &self,
         id: &SessionId,
-        data: Value,
+        data: impl Into<Json>,
         ttl: Duration,
     ) -> Result<Option<Session>> {
+        let data = data.into();
         self.traced(session_site!("save"), Option::is_some, async {
-            self.check_data(&data)?;
+            let data = self.check_data(&data)?;
             let now = self.now();
             let expires_at = Self::expiry(now, ttl)?;
             self.backend

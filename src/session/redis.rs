@@ -11,12 +11,11 @@ use std::time::Duration;
 use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::SessionBackend;
 use crate::error::{Backend, BoxError, Error, Result};
-use crate::model::Session;
+use crate::model::{Json, Session};
 
 /// KEYS[1] the session. ARGV: 1 mode (`nx`: only if no live session holds
 /// the key; `put`: replace, keeping the creation time), 2 user or '',
@@ -179,7 +178,7 @@ fn decode(fields: Vec<Option<String>>) -> Result<Option<Session>> {
         },
         created_at: time(&c, "creation time")?,
         expires_at: time(&e, "expiry")?,
-        data: serde_json::from_str(&d).map_err(|_| bad("data"))?,
+        data: Json::from_stored(d).map_err(|_| bad("data"))?,
     }))
 }
 
@@ -214,9 +213,7 @@ impl RedisSessions {
     }
 
     async fn store(&self, mode: &str, key: &str, s: &Session, now: DateTime<Utc>) -> Result<bool> {
-        let data = serde_json::to_string(&s.data).map_err(|e| Error::Database {
-            source: Box::new(e),
-        })?;
+        let data = s.data.as_str();
         let mut call = self.store.key(self.session_key(key));
         call.arg(mode)
             .arg(s.user_id.map(|u| u.to_string()).unwrap_or_default())
@@ -261,21 +258,15 @@ impl SessionBackend for RedisSessions {
     async fn update(
         &self,
         key: &str,
-        data: Option<&Value>,
+        data: Option<&Json>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Session>> {
-        let data = match data {
-            Some(d) => Some(serde_json::to_string(d).map_err(|e| Error::Database {
-                source: Box::new(e),
-            })?),
-            None => None,
-        };
         let mut call = self.update.key(self.session_key(key));
         call.arg(micros(expires_at))
             .arg(ttl_ms(now, expires_at))
             .arg(if data.is_some() { "1" } else { "0" })
-            .arg(data.unwrap_or_default())
+            .arg(data.map_or("", Json::as_str))
             .arg(&self.user_prefix)
             .arg(micros(now));
         let fields: Vec<Option<String>> = self

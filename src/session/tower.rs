@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::Sessions;
 use crate::Field;
-use crate::model::Session;
-use crate::model::json::check_document;
+use crate::model::json::{check_document, check_object};
+use crate::model::{Json, Session};
 use crate::telemetry::session_site;
 
 /// [`Sessions`] as a [`tower_sessions_core::SessionStore`] (the trait the
@@ -73,8 +73,8 @@ impl TowerSessionStore {
         now: DateTime<Utc>,
         max: usize,
     ) -> crate::Result<Session> {
-        let data = Value::Object(record.data.clone().into_iter().collect());
-        check_document(Field::SessionData, &data, max)?;
+        let data = Json::from(Value::Object(record.data.clone().into_iter().collect()));
+        let data = check_document(Field::SessionData, &data, max)?;
         let user_id = self
             .user_field
             .as_ref()
@@ -112,14 +112,16 @@ fn backend_error(e: crate::Error) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
 
+/// The session as `tower-sessions` holds it: its data as
+/// `serde_json::Value`s. Data a `Value` cannot hold exactly (a number such
+/// as `123456789012345678901234567890` that another service wrote) is a
+/// decoding error naming its path, never a rounded value.
 fn record_of(id: Id, session: Session) -> session_store::Result<Record> {
-    let data: HashMap<String, Value> = match session.data {
+    let decode = |e: crate::Error| session_store::Error::Decode(format!("session data: {e}"));
+    check_object(Field::SessionData, &session.data).map_err(decode)?;
+    let data: HashMap<String, Value> = match session.data.to_value().map_err(decode)? {
         Value::Object(map) => map.into_iter().collect(),
-        _ => {
-            return Err(session_store::Error::Decode(
-                "session data is not a JSON object".to_owned(),
-            ));
-        }
+        _ => HashMap::new(),
     };
     Ok(Record {
         id,

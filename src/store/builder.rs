@@ -129,7 +129,9 @@ impl StoreBuilder {
     }
 
     /// The largest event payload, user metadata or preferences document, in
-    /// bytes of serialized JSON. Default 64 KiB.
+    /// bytes of JSON as PostgreSQL's `jsonb` prints it, less the spaces it
+    /// puts after `,` and `:` (so numbers count as `numeric` prints them:
+    /// `1e400` is 401 bytes). Default 64 KiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.max_payload_bytes = n;
         self

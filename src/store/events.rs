@@ -20,7 +20,7 @@ pub struct Events<'a> {
 
 impl Events<'_> {
     fn event_row(&self, new: NewEvent, now: DateTime<Utc>) -> Result<Event> {
-        check_document(
+        let payload = check_document(
             Field::Payload,
             &new.payload,
             self.store.settings.max_payload_bytes,
@@ -29,14 +29,16 @@ impl Events<'_> {
             id: new_id(now),
             user_id: new.user_id,
             event_type: new.event_type,
-            payload: new.payload,
+            payload,
             created_at: now,
         })
     }
 
     /// Records one event. `InvalidInput` if the payload is over the limit
-    /// (64 KiB by default) or holds `\u0000`; `NotFound` if the user does
-    /// not exist.
+    /// (64 KiB by default) or is a document PostgreSQL's `jsonb` refuses
+    /// or nested deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH) (see
+    /// [`Json`](crate::Json)); `NotFound` if the user does not exist. The
+    /// returned event holds the payload as it is stored.
     pub async fn record(&self, new: NewEvent) -> Result<Event> {
         traced(site!("record", "events"), async {
             let event = self.event_row(new, self.store.now())?;
@@ -77,9 +79,19 @@ impl Events<'_> {
         traced(site!("list", "events"), async {
             check_page(limit, after)?;
             filter.range.check()?;
-            if let Some(v) = &filter.payload_contains {
-                check_document(Field::Payload, v, self.store.settings.max_payload_bytes)?;
-            }
+            let checked;
+            let filter = match &filter.payload_contains {
+                Some(v) => {
+                    let v =
+                        check_document(Field::Payload, v, self.store.settings.max_payload_bytes)?;
+                    checked = EventFilter {
+                        payload_contains: Some(v),
+                        ..filter.clone()
+                    };
+                    &checked
+                }
+                None => filter,
+            };
             let events = self
                 .store
                 .backend

@@ -20,7 +20,9 @@ pub struct Users<'a> {
 impl Users<'_> {
     /// Creates a user. `Conflict` names the field if the email (compared
     /// case-insensitively) or wallet address is taken; `InvalidInput` if the
-    /// user has neither, or a document is not a JSON object or too large.
+    /// user has neither, or a document is not a JSON object, is too large or
+    /// is one the store does not accept (see [`Json`](crate::Json)). The
+    /// returned user holds the documents as they are stored.
     pub async fn create(&self, new: NewUser) -> Result<User> {
         let s = self.store;
         traced(site!("create", "users"), async {

@@ -152,7 +152,7 @@ pub async fn record_many_thousands_then_count(store: &Store, clock: &ManualClock
         assert_eq!(e.event_type.as_str(), "page.view");
         assert_eq!(e.user_id, Some(u1.id));
         assert_eq!(e.created_at, now(clock));
-        let i = e.payload["i"].as_u64().unwrap() as usize;
+        let i: usize = e.payload.get("i").unwrap().deserialize().unwrap();
         assert_eq!(i % 3, 0);
         assert_eq!(ids[i], e.id);
     }

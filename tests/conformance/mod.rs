@@ -2,7 +2,9 @@
 //!
 //! Each behaviour is a plain async function taking the [`Store`] under test
 //! and the [`ManualClock`] it was built with, in [`users`], [`keys`] and
-//! [`events`]. A backend's test file (`tests/memory.rs`,
+//! [`events`]; the behaviours in [`outside`] take the whole [`Harness`]
+//! (which derefs to its store), for its SQL connection when the backend
+//! has one. A backend's test file (`tests/memory.rs`,
 //! `tests/postgres_conformance.rs`, …) declares `mod conformance;` and
 //! invokes [`conformance_tests!`] once with a factory that builds a store of
 //! that backend from a [`StoreBuilder`]; the macro generates one
@@ -21,11 +23,14 @@
 //!
 //! The factory returns `None` to skip (a server it needs is unreachable
 //! outside CI); whatever it must keep alive for the test (a database that is
-//! dropped afterwards) rides in the [`Harness`].
+//! dropped afterwards) rides in the [`Harness`], and a backend on PostgreSQL
+//! gives it the database's URL ([`Harness::with_sql`]) so that behaviours
+//! can write rows the way other services do, with plain SQL.
 #![allow(dead_code)]
 
 pub mod events;
 pub mod keys;
+pub mod outside;
 pub mod users;
 
 use std::collections::HashSet;
@@ -112,6 +117,13 @@ macro_rules! conformance_tests {
                 instants_outside_what_postgresql_stores_are_refused,
                 health_and_migrate,
             }
+            outside {
+                documents_written_outside_read_back_exactly,
+                event_payloads_of_every_type_read_back_exactly,
+                sessions_written_outside_read_back_exactly,
+                limits_agree_with_postgres,
+                documents_past_the_crate_limits_stay_readable,
+            }
         }
     };
     (@expand $factory:path;
@@ -135,7 +147,7 @@ macro_rules! conformance_tests {
                         let limit = std::time::Duration::from_secs(300);
                         tokio::time::timeout(
                             limit,
-                            $crate::conformance::$group::$name(&harness.store, &clock),
+                            $crate::conformance::$group::$name(&harness, &clock),
                         )
                         .await
                         .expect("the behaviour finished within 300 s");
@@ -147,10 +159,13 @@ macro_rules! conformance_tests {
 }
 
 /// A store under test and whatever must live as long as it (a test
-/// database, a server).
+/// database, a server). Derefs to the store, so a behaviour taking
+/// `&Store` is called with `&harness`.
 pub struct Harness {
     /// The store the behaviours run against.
     pub store: Store,
+    /// The URL of the store's PostgreSQL database, if it has one.
+    sql: Option<String>,
     _keep: Box<dyn Send>,
 }
 
@@ -159,8 +174,36 @@ impl Harness {
     pub fn new(store: Store, keep: impl Send + 'static) -> Self {
         Harness {
             store,
+            sql: None,
             _keep: Box::new(keep),
         }
+    }
+
+    /// The store's data is in the PostgreSQL database at `url`.
+    pub fn with_sql(mut self, url: String) -> Self {
+        self.sql = Some(url);
+        self
+    }
+
+    /// A plain SQL connection to the store's database, as another service
+    /// would have; `None` for a backend without one.
+    pub async fn sql(&self) -> Option<tokio_postgres::Client> {
+        let url = self.sql.as_ref()?;
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database with SQL");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Some(client)
+    }
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
     }
 }
 

@@ -203,7 +203,7 @@ pub async fn user_needs_an_email_or_a_wallet(store: &Store, _clock: &ManualClock
     expect_invalid(store.users().create(NewUser::default()).await, Field::Email);
     let no_identity = NewUser {
         passport_tier: Some(PassportTier::parse("citizen").unwrap()),
-        metadata: Some(json!({"a": 1})),
+        metadata: Some(json!({"a": 1}).into()),
         ..NewUser::default()
     };
     expect_invalid(store.users().create(no_identity).await, Field::Email);
@@ -942,7 +942,8 @@ pub async fn concurrent_merges_lose_nothing(store: &Store, _clock: &ManualClock)
         t.await.unwrap().unwrap();
     }
     let after = store.users().get(user.id).await.unwrap();
-    let meta = after.metadata.as_object().unwrap();
+    let meta = after.metadata.to_value().unwrap();
+    let meta = meta.as_object().unwrap();
     assert_eq!(meta.len(), 51, "every merge survives: {meta:?}");
     for i in 0..50 {
         assert_eq!(meta[&format!("k{i}")], json!(i));
