@@ -45,6 +45,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::PoolTimeout { .. } => "pool_timeout",
         Error::Unavailable { .. } => "unavailable",
         Error::Config(_) => "config",
+        Error::UploadInterrupted { .. } => "upload_interrupted",
         Error::Database { .. } => "database_error",
     }
 }
