@@ -548,3 +548,200 @@ media_tests!(local_objects_postgres_rows, Objects::Local, Rows::Postgres);
 media_tests!(s3_objects, Objects::S3, Rows::Memory);
 #[cfg(feature = "s3")]
 media_tests!(s3_objects_postgres_rows, Objects::S3, Rows::Postgres);
+
+/// Signed URLs and a server that dies mid-upload, on S3 (moto).
+#[cfg(feature = "s3")]
+mod s3 {
+    use super::*;
+    use dreamnet_db::{MediaStorage, Store};
+    use media_support::{S3Env, http};
+    use std::process::{Child, Command, Stdio};
+
+    #[tokio::test]
+    async fn signed_urls_download_the_object() {
+        let env = S3Env::from_env();
+        if env.reachable().await.is_none() {
+            return;
+        }
+        let prefix = format!("t-{}", Uuid::new_v4().simple());
+        let storage = MediaStorage::s3(&format!("s3://{}", env.bucket), env.options())
+            .unwrap()
+            .key_prefix(prefix);
+        let store = Store::builder().media_storage(storage).in_memory();
+        let data = png(3_000);
+        let m = store
+            .media()
+            .upload(NewMedia::system("a.png"), chunks(&data, 1_000))
+            .await
+            .unwrap();
+        let url = store
+            .media()
+            .signed_url(m.id, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("S3 signs");
+        assert!(url.query().unwrap().contains("X-Amz-Signature="));
+        let (status, body) = http(&env.endpoint, "GET", &url[url::Position::BeforePath..])
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert!(body == data, "the signed URL serves the object");
+        let err = store
+            .media()
+            .signed_url(m.id, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidInput {
+                field: Field::Expiry,
+                ..
+            }
+        ));
+        store.media().delete(m.id).await.unwrap();
+        // Stores that cannot sign say so.
+        let local = Store::in_memory();
+        let m = local
+            .media()
+            .upload(NewMedia::system("a.png"), chunks(&data, 1_000))
+            .await
+            .unwrap();
+        let none = local
+            .media()
+            .signed_url(m.id, Duration::from_secs(60))
+            .await;
+        assert!(none.unwrap().is_none());
+    }
+
+    /// A moto of this test's own on a spare port.
+    struct PrivateMoto {
+        child: Child,
+        port: u16,
+    }
+
+    impl PrivateMoto {
+        async fn start(port: Option<u16>) -> Option<PrivateMoto> {
+            let port = port.unwrap_or_else(|| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            });
+            let child = match Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    return common::unavailable(
+                        "moto_server",
+                        "run `.ci/run` (ensure_s3) to install it",
+                        e,
+                    );
+                }
+            };
+            let moto = PrivateMoto { child, port };
+            let env = moto.env();
+            for _ in 0..200 {
+                if http(&env.endpoint, "PUT", &format!("/{}", env.bucket))
+                    .await
+                    .is_ok()
+                {
+                    return Some(moto);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the private moto on port {port} did not come up");
+        }
+
+        fn env(&self) -> S3Env {
+            S3Env {
+                endpoint: format!("http://127.0.0.1:{}", self.port),
+                bucket: "private".to_owned(),
+                ..S3Env::from_env()
+            }
+        }
+
+        fn kill(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for PrivateMoto {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_killed_during_an_upload() {
+        let Some(mut moto) = PrivateMoto::start(None).await else {
+            return;
+        };
+        let env = moto.env();
+        let clock = dreamnet_db::ManualClock::new("2026-11-26T08:00:00Z".parse().unwrap());
+        let store = Store::builder()
+            .clock(clock.clone())
+            .media_part_bytes(5 * MIB)
+            .media_storage(MediaStorage::custom(env.store()))
+            .in_memory();
+        // 6 MiB (one part sent), then the server dies, then 6 MiB more.
+        let (reached_tx, reached) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let data = png(6 * MIB);
+        let body = chunks(&data, MIB)
+            .chain(futures_util::stream::once(async move {
+                let _ = reached_tx.send(());
+                let _ = go.await;
+                Ok(Bytes::from(vec![7u8; MIB]))
+            }))
+            .chain(chunks(&data, MIB));
+        let uploading = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .media()
+                    .upload(NewMedia::for_user(Uuid::nil(), "a.png"), body)
+                    .await
+            })
+        };
+        reached.await.unwrap();
+        moto.kill();
+        go_tx.send(()).unwrap();
+        let err = uploading.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Unavailable {
+                    backend: dreamnet_db::Backend::ObjectStore,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            store
+                .media()
+                .list(Uuid::nil(), 10, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        // Back up (empty: moto keeps its state in memory): sweep finds no
+        // pending row and no object.
+        let moto = PrivateMoto::start(Some(moto.port)).await.unwrap();
+        clock.advance(chrono::Duration::hours(2));
+        let swept = store
+            .media()
+            .sweep(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(swept, Default::default());
+        drop(moto);
+    }
+}
