@@ -39,6 +39,6 @@ pub struct PoolState {
     pub in_use: u32,
     /// Checkouts so far that had to wait for a connection.
     pub waits: u64,
-    /// Checkouts so far that gave up waiting ([`Error::PoolTimeout`]).
+    /// Checkouts so far that gave up waiting ([`Error::PoolTimeout`](crate::Error::PoolTimeout)).
     pub timeouts: u64,
 }

@@ -119,7 +119,7 @@ impl StoreBuilder {
     }
 
     /// How long a caller waits for a connection (opening one included)
-    /// before getting [`Error::PoolTimeout`]. Default 2 s.
+    /// before getting [`Error::PoolTimeout`](crate::Error::PoolTimeout). Default 2 s.
     pub fn connection_timeout(mut self, t: Duration) -> Self {
         self.pg.connection_timeout = t;
         self
