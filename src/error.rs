@@ -76,6 +76,14 @@ pub enum Error {
     /// `sslmode`, an unreadable certificate file).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An upload's byte stream ended with an error of its own (the client
+    /// stopped sending, the connection dropped): nothing of it was kept.
+    #[error("the upload stream failed")]
+    UploadInterrupted {
+        /// The stream's error.
+        #[source]
+        source: BoxError,
+    },
     /// Any other error the database reported.
     #[error("database error")]
     Database {
@@ -98,6 +106,8 @@ pub enum Entity {
     ApiKey,
     /// A row of `events`.
     Event,
+    /// A stored file (a row of `media` and its object).
+    Media,
 }
 
 impl std::fmt::Display for Entity {
@@ -106,6 +116,7 @@ impl std::fmt::Display for Entity {
             Entity::User => "user",
             Entity::ApiKey => "api key",
             Entity::Event => "event",
+            Entity::Media => "media file",
         })
     }
 }
@@ -118,6 +129,8 @@ pub enum Backend {
     Postgres,
     /// The Redis server.
     Redis,
+    /// The object store holding media files (a local folder, S3, ...).
+    ObjectStore,
 }
 
 impl std::fmt::Display for Backend {
@@ -125,6 +138,7 @@ impl std::fmt::Display for Backend {
         f.write_str(match self {
             Backend::Postgres => "postgres",
             Backend::Redis => "redis",
+            Backend::ObjectStore => "object store",
         })
     }
 }
@@ -176,6 +190,14 @@ pub enum Field {
     /// [`Json::to_value`]: crate::Json::to_value
     /// [`Json::deserialize`]: crate::Json::deserialize
     Json,
+    /// A media file's content (its size, or its type sniffed from its bytes).
+    Content,
+    /// A media file's original name.
+    FileName,
+    /// A byte range of a media file.
+    Range,
+    /// A signed URL's lifetime.
+    Expiry,
 }
 
 impl std::fmt::Display for Field {
@@ -200,6 +222,10 @@ impl std::fmt::Display for Field {
             Field::SessionTtl => "session lifetime",
             Field::Cursor => "cursor",
             Field::Json => "json",
+            Field::Content => "content",
+            Field::FileName => "file name",
+            Field::Range => "range",
+            Field::Expiry => "expiry",
         })
     }
 }

@@ -74,18 +74,23 @@ mod error;
 mod model;
 pub mod telemetry;
 
-pub use backend::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
+pub use backend::{
+    DEFAULT_KEY_PREFIX, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MEDIA_ROOT, MediaStorage, PoolState,
+};
 pub use cache::CacheStats;
 #[cfg(feature = "redis")]
 pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{
-    ApiKey, ApiKeySecret, BucketCount, Cursor, Email, Event, EventFilter, EventType, IssuedKey,
-    Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN, MAX_JSON_DEPTH, MAX_PAGE_SIZE,
-    MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN, NewEvent, NewUser, Page, PassportTier, TimeBucket,
-    TimeRange, User, UserUpdate, WalletAddress, earliest_timestamp,
+    ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES,
+    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN,
+    MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
+    Media, NewEvent, NewMedia, NewUser, Page, PassportTier, TimeBucket, TimeRange, User,
+    UserUpdate, WalletAddress, earliest_timestamp,
 };
+pub use object_store;
 pub use postgres::MIGRATIONS;
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisLimiterOptions;
@@ -98,7 +103,10 @@ pub use session::{
     CreatedSession, DEFAULT_MAX_SESSION_BYTES, MAX_SESSION_TTL, NewSession, Session, SessionId,
     Sessions,
 };
-pub use store::{ApiKeys, Events, Store, StoreBuilder, Users};
+pub use store::{
+    ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles,
+    Store, StoreBuilder, SweepReport, Users,
+};
 
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

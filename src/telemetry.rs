@@ -148,6 +148,13 @@ pub const OPERATIONS: &[&str] = &[
     "extend",
     "delete_user",
     "delete_expired",
+    // media
+    "upload",
+    "head",
+    "get_range",
+    "delete_owner",
+    "signed_url",
+    "sweep",
 ];
 
 /// Every `table` label value (`-` for a call that touches none: `health`).
@@ -156,6 +163,7 @@ pub const TABLES: &[&str] = &[
     "api_keys",
     "events",
     "sessions",
+    "media",
     "__diesel_schema_migrations",
     "-",
 ];
@@ -172,6 +180,7 @@ pub const OUTCOMES: &[&str] = &[
     "unavailable",
     "config",
     "database_error",
+    "upload_interrupted",
 ];
 
 /// The `state` values of [`POOL_CONNECTIONS`].
@@ -375,7 +384,7 @@ const fn label(key: &'static str, set: &'static [&'static str], value: &'static 
 
 // ---- calls ----
 
-const N_OUTCOMES: usize = 9;
+const N_OUTCOMES: usize = 10;
 const _: () = assert!(OUTCOMES.len() == N_OUTCOMES);
 
 /// The labels of one call site, one set per outcome.
@@ -401,6 +410,7 @@ pub(crate) const fn call_labels(op: &'static str, table: &'static str) -> CallLa
         one(op, table, 6),
         one(op, table, 7),
         one(op, table, 8),
+        one(op, table, 9),
     ]
 }
 
@@ -431,6 +441,7 @@ impl Site {
                 Key::from_static_parts(name, &l[6]),
                 Key::from_static_parts(name, &l[7]),
                 Key::from_static_parts(name, &l[8]),
+                Key::from_static_parts(name, &l[9]),
             ]
         }
         Site {
@@ -501,6 +512,7 @@ fn error_kind(e: &Error) -> usize {
         Error::Unavailable { .. } => 6,
         Error::Config(_) => 7,
         Error::Database { .. } => 8,
+        Error::UploadInterrupted { .. } => 9,
     }
 }
 

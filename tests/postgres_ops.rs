@@ -141,7 +141,7 @@ async fn migrations_run_up_down_and_up_again() {
     .await
     .unwrap();
     assert_eq!(reverted, MIGRATIONS_COUNT);
-    for table in ["users", "api_keys", "events", "sessions"] {
+    for table in ["users", "api_keys", "events", "sessions", "media"] {
         assert!(
             columns(&db.url, table).await.is_empty(),
             "{table} left behind"
@@ -162,7 +162,7 @@ async fn migrations_run_up_down_and_up_again() {
 }
 
 /// How many migrations the crate ships.
-const MIGRATIONS_COUNT: usize = 21;
+const MIGRATIONS_COUNT: usize = 22;
 
 #[tokio::test]
 async fn migrating_adopts_tables_the_services_already_have() {
@@ -567,7 +567,7 @@ async fn hot_queries_use_their_indexes() {
         .await
         .unwrap();
     // As autovacuum would: statistics, and the GIN index's pending list merged.
-    for table in ["users", "api_keys", "events", "sessions"] {
+    for table in ["users", "api_keys", "events", "sessions", "media"] {
         client
             .batch_execute(&format!("VACUUM ANALYZE {table}"))
             .await

@@ -13,6 +13,7 @@
 
 import { sql } from "drizzle-orm";
 import {
+  bigint,
   check,
   foreignKey,
   index,
@@ -127,6 +128,38 @@ export const sessions = pgTable(
     check("sessions_data_is_object", sql`jsonb_typeof(${t.data}) = 'object'`),
     index("sessions_expires_at_idx").on(t.expiresAt),
     index("sessions_user_id_idx").on(t.userId).where(sql`${t.userId} IS NOT NULL`),
+  ],
+);
+
+// Media files of the crate's `Store::media` (rows here, bytes in an object
+// store). Services have no use for this table but must declare it, or push
+// would drop it.
+export const media = pgTable(
+  "media",
+  {
+    id: uuid("id").primaryKey(),
+    // Not a foreign key: files are erased apart from the user row.
+    ownerId: uuid("owner_id"),
+    status: varchar("status", { length: 16 }).notNull().default("pending"),
+    contentType: varchar("content_type", { length: 255 }),
+    sizeBytes: bigint("size_bytes", { mode: "number" }),
+    sha256: varchar("sha256", { length: 64 }),
+    fileName: varchar("file_name", { length: 255 }).notNull(),
+    storageKey: varchar("storage_key", { length: 255 }).notNull(),
+    createdAt: timestamptz("created_at").notNull().defaultNow(),
+    completedAt: timestamptz("completed_at"),
+  },
+  (t) => [
+    check("media_status_known", sql`${t.status} IN ('pending', 'complete')`),
+    check(
+      "media_complete_has_facts",
+      sql`${t.status} = 'pending' OR (${t.contentType} IS NOT NULL AND ${t.sizeBytes} >= 0 AND ${t.sha256} IS NOT NULL AND ${t.completedAt} IS NOT NULL)`,
+    ),
+    index("media_owner_created_idx")
+      .on(t.ownerId, t.createdAt, t.id)
+      .where(sql`${t.status} = 'complete'`),
+    index("media_pending_created_idx").on(t.createdAt).where(sql`${t.status} = 'pending'`),
+    index("media_owner_idx").on(t.ownerId).where(sql`${t.ownerId} IS NOT NULL`),
   ],
 );
 

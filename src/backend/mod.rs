@@ -3,12 +3,17 @@
 //! stores and fetches, with the semantics documented on each method. The
 //! conformance suite in `tests/conformance` holds every backend to them.
 
+mod media;
+mod objects;
 mod sessions;
 mod settings;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(crate) use self::media::MediaBackend;
+pub use self::objects::{DEFAULT_KEY_PREFIX, DEFAULT_MEDIA_ROOT, MediaStorage};
+pub(crate) use self::objects::{Objects, object_error};
 pub(crate) use self::sessions::SessionBackend;
 pub(crate) use self::settings::Settings;
 pub use self::settings::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
@@ -141,4 +146,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn sessions(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn SessionBackend>> {
         None
     }
+
+    /// The `media` rows kept by this backend's own storage (the `media`
+    /// table, for PostgreSQL).
+    fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn MediaBackend>;
 }

@@ -395,4 +395,8 @@ impl Backend for CachedBackend {
     fn sessions(self: Arc<Self>) -> Option<Arc<dyn SessionBackend>> {
         self.inner.clone().sessions()
     }
+
+    fn media(self: Arc<Self>) -> Arc<dyn crate::backend::MediaBackend> {
+        self.inner.clone().media()
+    }
 }

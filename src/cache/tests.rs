@@ -187,6 +187,9 @@ impl Backend for Gated {
     fn pool_state(&self) -> Option<PoolState> {
         self.inner.pool_state()
     }
+    fn media(self: Arc<Self>) -> Arc<dyn crate::backend::MediaBackend> {
+        self.inner.media_rows()
+    }
 }
 
 struct Rig {

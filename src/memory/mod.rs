@@ -28,6 +28,7 @@
 
 mod accounts;
 mod events;
+mod media;
 
 use std::fmt;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -54,6 +55,7 @@ type Pos = (DateTime<Utc>, Uuid);
 pub(crate) struct MemoryBackend {
     accounts: RwLock<Accounts>,
     events: RwLock<EventLog>,
+    media: std::sync::Arc<media::MemoryMedia>,
 }
 
 impl MemoryBackend {
@@ -62,7 +64,13 @@ impl MemoryBackend {
         MemoryBackend {
             accounts: RwLock::new(Accounts::default()),
             events: RwLock::new(EventLog::default()),
+            media: Default::default(),
         }
+    }
+
+    /// The `media` rows, shared by every handle on this backend.
+    pub(crate) fn media_rows(&self) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
+        self.media.clone()
     }
 
     fn accounts(&self) -> RwLockReadGuard<'_, Accounts> {
@@ -250,6 +258,10 @@ impl Backend for MemoryBackend {
 
     fn pool_state(&self) -> Option<PoolState> {
         None
+    }
+
+    fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
+        self.media_rows()
     }
 }
 

@@ -4,6 +4,7 @@ mod api_key;
 mod email;
 mod event;
 pub(crate) mod json;
+mod media;
 mod page;
 mod session;
 mod time;
@@ -17,6 +18,10 @@ pub(crate) use api_key::{check_service, hash_key, push_hex};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use json::{Json, MAX_JSON_DEPTH};
+pub use media::{
+    DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES, MAX_FILE_NAME_BYTES, Media, NewMedia,
+};
+pub(crate) use media::{MediaFacts, MediaRow, SNIFF_BYTES, sniff};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};
 pub(crate) use page::{check_page, page_from};
 pub use session::Session;

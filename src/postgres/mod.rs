@@ -17,6 +17,7 @@ mod errors;
 mod events;
 mod json;
 mod keys;
+mod media;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
@@ -366,6 +367,10 @@ impl Backend for PgBackend {
 
     fn sessions(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn SessionBackend>> {
         Some(std::sync::Arc::new(sessions::PgSessions::new(self)))
+    }
+
+    fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
+        std::sync::Arc::new(media::PgMedia::new(self))
     }
 
     fn pool_state(&self) -> Option<PoolState> {

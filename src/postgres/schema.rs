@@ -29,6 +29,26 @@ diesel::table! {
 }
 
 diesel::table! {
+    media (id) {
+        id -> Uuid,
+        owner_id -> Nullable<Uuid>,
+        #[max_length = 16]
+        status -> Varchar,
+        #[max_length = 255]
+        content_type -> Nullable<Varchar>,
+        size_bytes -> Nullable<Int8>,
+        #[max_length = 64]
+        sha256 -> Nullable<Varchar>,
+        #[max_length = 255]
+        file_name -> Varchar,
+        #[max_length = 255]
+        storage_key -> Varchar,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         #[max_length = 64]
         id -> Varchar,
@@ -58,4 +78,4 @@ diesel::table! {
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(events -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, events, sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, events, media, sessions, users,);

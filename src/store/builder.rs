@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::MediaState;
 use super::Store;
-use crate::backend::{Backend, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, Settings};
+use crate::backend::{
+    Backend, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, MediaStorage, Settings,
+};
 #[cfg(feature = "redis")]
 use crate::cache::CacheSettings;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::Result;
+use crate::model::{DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES};
 use crate::postgres::PgOptions;
 
 /// Builds a [`Store`]. Every knob has the platform's default.
@@ -37,6 +41,10 @@ pub struct StoreBuilder {
     max_payload_bytes: usize,
     last_used_resolution: Duration,
     clock: SharedClock,
+    media_storage: Option<MediaStorage>,
+    media_max_bytes: u64,
+    media_allowed_types: Vec<String>,
+    media_part_bytes: usize,
     #[cfg(feature = "redis")]
     cache: CacheSettings,
 }
@@ -49,6 +57,13 @@ impl Default for StoreBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             last_used_resolution: DEFAULT_LAST_USED_RESOLUTION,
             clock: Arc::new(SystemClock),
+            media_storage: None,
+            media_max_bytes: DEFAULT_MAX_MEDIA_BYTES,
+            media_allowed_types: DEFAULT_ALLOWED_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            media_part_bytes: super::DEFAULT_MEDIA_PART_BYTES,
             #[cfg(feature = "redis")]
             cache: Default::default(),
         }
@@ -62,7 +77,11 @@ impl fmt::Debug for StoreBuilder {
             .field("run_migrations", &self.run_migrations)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("last_used_resolution", &self.last_used_resolution)
-            .field("clock", &self.clock);
+            .field("clock", &self.clock)
+            .field("media_storage", &self.media_storage)
+            .field("media_max_bytes", &self.media_max_bytes)
+            .field("media_allowed_types", &self.media_allowed_types)
+            .field("media_part_bytes", &self.media_part_bytes);
         #[cfg(feature = "redis")]
         d.field("cache", &self.cache);
         d.finish()
@@ -150,6 +169,48 @@ impl StoreBuilder {
         self
     }
 
+    /// Where media bytes go. Default: the folder `./media` (created on
+    /// first use) for a PostgreSQL store, memory for
+    /// [`in_memory`](Self::in_memory).
+    pub fn media_storage(mut self, storage: MediaStorage) -> Self {
+        self.media_storage = Some(storage);
+        self
+    }
+
+    /// The largest media upload, in bytes, enforced while the bytes
+    /// stream in. Default 25 MiB.
+    pub fn media_max_bytes(mut self, n: u64) -> Self {
+        self.media_max_bytes = n;
+        self
+    }
+
+    /// The content types (as sniffed from the bytes) uploads may have.
+    /// Default [`DEFAULT_ALLOWED_TYPES`](crate::DEFAULT_ALLOWED_TYPES).
+    pub fn media_allowed_types<S: Into<String>>(
+        mut self,
+        types: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.media_allowed_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The size of each part of a multipart upload (at least 5 MiB, S3's
+    /// minimum); files smaller than one part go up in one request. Memory
+    /// per upload is about three parts. Default 8 MiB.
+    pub fn media_part_bytes(mut self, n: usize) -> Self {
+        self.media_part_bytes = n;
+        self
+    }
+
+    fn media(&self, default: impl FnOnce() -> MediaStorage) -> MediaState {
+        MediaState::new(
+            self.media_storage.clone().unwrap_or_else(default),
+            self.media_max_bytes,
+            self.media_allowed_types.clone(),
+            self.media_part_bytes,
+        )
+    }
+
     pub(crate) fn settings(&self) -> Settings {
         Settings {
             clock: self.clock.clone(),
@@ -167,7 +228,9 @@ impl StoreBuilder {
         let (backend, cache) = crate::cache::layer(&self.cache, backend).await?;
         #[cfg(not(feature = "redis"))]
         let cache = None;
-        let store = Store::from_backend(backend, self.settings()).with_cache(cache);
+        let store = Store::from_backend(backend, self.settings())
+            .with_cache(cache)
+            .with_media(self.media(MediaStorage::default));
         if self.run_migrations {
             store.migrate().await?;
         }
@@ -179,6 +242,7 @@ impl StoreBuilder {
     pub fn in_memory(self) -> Store {
         let settings = self.settings();
         Store::from_backend(Arc::new(crate::memory::MemoryBackend::new()), settings)
+            .with_media(self.media(MediaStorage::in_memory))
     }
 }
 
@@ -290,6 +354,8 @@ impl StoreBuilder {
     pub async fn in_memory_cached(self) -> Result<Store> {
         let backend: Arc<dyn Backend> = Arc::new(crate::memory::MemoryBackend::new());
         let (backend, counters) = crate::cache::layer(&self.cache, backend).await?;
-        Ok(Store::from_backend(backend, self.settings()).with_cache(counters))
+        Ok(Store::from_backend(backend, self.settings())
+            .with_cache(counters)
+            .with_media(self.media(MediaStorage::in_memory)))
     }
 }

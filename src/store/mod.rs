@@ -7,6 +7,7 @@
 mod api_keys;
 mod builder;
 mod events;
+mod media;
 mod users;
 
 use std::fmt;
@@ -18,6 +19,10 @@ use uuid::Uuid;
 pub use self::api_keys::ApiKeys;
 pub use self::builder::StoreBuilder;
 pub use self::events::Events;
+pub(crate) use self::media::MediaState;
+pub use self::media::{
+    DEFAULT_MEDIA_PART_BYTES, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, SweepReport,
+};
 pub use self::users::Users;
 use crate::backend::{Backend, PoolState, Settings};
 use crate::error::{Entity, Error, Result};
@@ -45,6 +50,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     settings: Arc<Settings>,
     cache: Option<Arc<crate::cache::Counters>>,
+    media: Arc<MediaState>,
 }
 
 // A store is shared across tasks and threads: keep it so.
@@ -85,7 +91,16 @@ impl Store {
             backend,
             settings: Arc::new(settings),
             cache: None,
+            media: Arc::new(MediaState::defaults(
+                crate::backend::MediaStorage::in_memory(),
+            )),
         }
+    }
+
+    /// The store with these media settings.
+    pub(crate) fn with_media(mut self, media: MediaState) -> Store {
+        self.media = Arc::new(media);
+        self
     }
 
     /// The store with the counters of the cache its backend is wrapped in.
@@ -107,6 +122,12 @@ impl Store {
     /// Events.
     pub fn events(&self) -> Events<'_> {
         Events { store: self }
+    }
+
+    /// Media files: rows in this store's backend, bytes in its object
+    /// store (`StoreBuilder::media_storage`).
+    pub fn media(&self) -> MediaFiles<'_> {
+        MediaFiles { store: self }
     }
 
     /// Applies the crate's pending schema migrations and returns the versions
