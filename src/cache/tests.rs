@@ -204,6 +204,9 @@ impl Rig {
         let redis = raw_redis().await?;
         let settings = CacheSettings {
             prefix: format!("dreamnet-test:{}:", Uuid::new_v4().simple()),
+            // The counts checked below assume every Redis call answers: a
+            // loaded machine may take more than the default 100 ms.
+            timeout: std::time::Duration::from_secs(10),
             ..CacheSettings::default()
         };
         let cache = RedisCache::connect(&SecretString::from(redis_url()), &settings)

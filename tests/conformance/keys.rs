@@ -114,9 +114,11 @@ pub async fn malformed_and_unknown_keys_are_refused(store: &Store, _clock: &Manu
     let u = user(store, "ada").await;
     let issued = store.api_keys().issue(u.id, "billing", None).await.unwrap();
     let plain = issued.secret.expose_secret();
+    // The key in upper case, its last digit an upper-case letter so that
+    // it differs from the key even if every random digit was 0-9.
     let upper = format!(
-        "{KEY_PREFIX}{}",
-        plain[KEY_PREFIX.len()..].to_ascii_uppercase()
+        "{KEY_PREFIX}{}F",
+        plain[KEY_PREFIX.len()..plain.len() - 1].to_ascii_uppercase()
     );
     let malformed = [
         String::new(),
