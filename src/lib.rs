@@ -68,7 +68,7 @@ pub use model::{
     JsonChange, KEY_PREFIX, MAX_EMAIL_LEN, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
     NewEvent, NewUser, Page, PassportTier, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
-pub use postgres::MIGRATIONS;
+pub use postgres::{MIGRATIONS, SchemaMismatch, SchemaProblem};
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisLimiterOptions;
 pub use rate_limit::{FailureMode, RateLimitDecision, RateLimitPolicy, RateLimiter};

@@ -224,6 +224,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::PoolTimeout { .. } => "pool_timeout",
         Error::Unavailable { .. } => "unavailable",
         Error::Config(_) => "config",
+        Error::Schema(_) => "schema",
         Error::Database { .. } => "database_error",
     }
 }
