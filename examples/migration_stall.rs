@@ -267,6 +267,7 @@ async fn main() -> Result<(), Failure> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "dreamnet_db=info".to_owned()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     let name = format!("dreamnet_stall_{}", std::process::id());
     let admin = client(&admin_url()).await?;
@@ -277,9 +278,26 @@ async fn main() -> Result<(), Failure> {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let url = url_for(&name)?;
+    let logs = std::env::temp_dir().join(&name);
+    // Whatever happens, the database and the logs go (unless --keep).
+    let measured = measure(&o, &name, &url, &logs).await;
+    if !o.keep {
+        let _ = std::fs::remove_dir_all(&logs);
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+    if o.check && measured? > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
 
+/// Fills the database, runs pgbench around the migrations and prints what
+/// it saw; returns the number of failed transactions.
+async fn measure(o: &Options, name: &str, url: &str, logs: &Path) -> Result<usize, Failure> {
     let started = Instant::now();
-    fill(&url, &o).await?;
+    fill(url, o).await?;
     println!(
         "database {name}: {} users, {} api keys, {} events, as the services have them (filled in {:.0} s)",
         o.users,
@@ -288,8 +306,7 @@ async fn main() -> Result<(), Failure> {
         started.elapsed().as_secs_f64()
     );
 
-    let logs = std::env::temp_dir().join(&name);
-    std::fs::create_dir_all(&logs)?;
+    std::fs::create_dir_all(logs)?;
     let script = logs.join("writer.sql");
     std::fs::write(&script, writer_script(o.users))?;
     let mut pgbench = Command::new(std::env::var("PGBENCH").unwrap_or_else(|_| "pgbench".into()))
@@ -298,7 +315,7 @@ async fn main() -> Result<(), Failure> {
         .arg("-f")
         .arg(&script)
         .arg(format!("--log-prefix={}", logs.join("txn").display()))
-        .arg(&url)
+        .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -314,7 +331,7 @@ async fn main() -> Result<(), Failure> {
         None => "Store::migrate".to_owned(),
         Some(dir) => format!("diesel's harness on {}", dir.display()),
     };
-    let applied = migrate(&url, o.migrations_dir.as_deref()).await;
+    let applied = migrate(url, o.migrations_dir.as_deref()).await;
     let migration_end = SystemTime::now();
     tokio::time::sleep(o.after).await;
     let stopped = SystemTime::now();
@@ -335,7 +352,7 @@ async fn main() -> Result<(), Failure> {
     let applied = applied?;
     let (m0, m1) = (epoch(migration_start), epoch(migration_end));
     println!("migrations: {how}, {applied} applied in {:.1} s", m1 - m0);
-    let txns = read_logs(&logs)?;
+    let txns = read_logs(logs)?;
     let start = txns
         .first()
         .map_or(m0, |t| t.end - t.latency.unwrap_or(0.0));
@@ -367,14 +384,5 @@ async fn main() -> Result<(), Failure> {
         println!("  {line}");
     }
 
-    if !o.keep {
-        let _ = std::fs::remove_dir_all(&logs);
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-    }
-    if o.check && failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(failed)
 }

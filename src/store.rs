@@ -144,7 +144,9 @@ impl Store {
     }
 
     /// Applies the crate's pending schema migrations and returns the versions
-    /// it applied (none for the in-memory backend).
+    /// it applied (none for the in-memory backend), then checks the schema
+    /// as [`verify_schema`](Store::verify_schema) does: [`Error::Schema`]
+    /// names what the database lacks.
     pub async fn migrate(&self) -> Result<Vec<String>> {
         traced(
             "migrate",

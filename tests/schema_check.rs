@@ -201,3 +201,24 @@ async fn connecting_to_a_damaged_database_logs_an_error_naming_the_damage() {
     );
     assert!(store.verify_schema().await.is_err());
 }
+
+#[tokio::test]
+async fn connecting_before_migrating_warns_of_pending_migrations() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    db.sql("DELETE FROM __diesel_schema_migrations WHERE version = '20261126000019'")
+        .await;
+    let (captured, _guard) = common::Captured::start();
+    let store = db.store().await;
+    let out = captured.text();
+    assert!(
+        out.contains("WARN") && out.contains("1 of the crate's migrations are not applied"),
+        "{out}"
+    );
+    assert!(!out.contains("ERROR"), "{out}");
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        vec!["20261126000019".to_owned()]
+    );
+}

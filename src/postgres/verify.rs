@@ -574,15 +574,28 @@ fn differs(what: String, expected: &str, found: &str) -> SchemaProblem {
     }
 }
 
-/// Logs `problems`, found when connecting without migrating, as one
-/// `tracing` error.
+/// Logs `problems`, found when connecting without migrating: pending
+/// migrations as a warning (a `migrate` call may follow), anything else as
+/// one error naming every problem.
 pub(super) fn report_at_connect(problems: Vec<SchemaProblem>) {
+    let pending = problems
+        .iter()
+        .filter(|p| matches!(p, SchemaProblem::PendingMigration(_)))
+        .count();
     if let Err(Error::Schema(mismatch)) = into_result(problems) {
-        tracing::error!(
-            target: "dreamnet_db",
-            problems = mismatch.problems().len(),
-            "{mismatch}; run Store::migrate (or connect with run_migrations(true)) or repair the schema"
-        );
+        if pending == mismatch.problems().len() {
+            tracing::warn!(
+                target: "dreamnet_db",
+                pending,
+                "{pending} of the crate's migrations are not applied; run Store::migrate (or connect with run_migrations(true))"
+            );
+        } else {
+            tracing::error!(
+                target: "dreamnet_db",
+                problems = mismatch.problems().len(),
+                "{mismatch}; repair the schema, or run Store::migrate to rebuild lost indexes"
+            );
+        }
     }
 }
 
