@@ -84,6 +84,12 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The database does not have the schema the crate's migrations promise
+    /// (from [`Store::migrate`](crate::Store::migrate) and
+    /// [`Store::verify_schema`](crate::Store::verify_schema)): every
+    /// difference, by name.
+    #[error("{0}")]
+    Schema(crate::SchemaMismatch),
     /// Any other error the database reported.
     #[error("database error")]
     Database {

@@ -91,7 +91,7 @@ pub use model::{
     UserUpdate, WalletAddress, earliest_timestamp,
 };
 pub use object_store;
-pub use postgres::MIGRATIONS;
+pub use postgres::{MIGRATIONS, SchemaMismatch, SchemaProblem};
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisLimiterOptions;
 pub use rate_limit::{FailureMode, RateLimitDecision, RateLimitPolicy, RateLimiter};

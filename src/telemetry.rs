@@ -110,6 +110,10 @@ pub const CACHE_INVALIDATIONS: &str = "dreamnet_db_cache_invalidations_total";
 /// `dreamnet_db_cache_invalidations_pending`: invalidations waiting for
 /// Redis.
 pub const CACHE_PENDING: &str = "dreamnet_db_cache_invalidations_pending";
+/// Gauge: differences between the database's schema and what the applied
+/// migrations promise, found by the last check (at connect, after
+/// migrating, or by `Store::verify_schema`); anything but 0 needs a look.
+pub const SCHEMA_PROBLEMS: &str = "dreamnet_db_schema_problems";
 /// `dreamnet_db_rate_limit_decisions_total`: rate-limit decisions.
 pub const RATE_LIMIT_DECISIONS: &str = "dreamnet_db_rate_limit_decisions_total";
 /// `dreamnet_db_session_operations_total`: session calls by backend,
@@ -141,6 +145,7 @@ pub const OPERATIONS: &[&str] = &[
     "count_by_bucket",
     // the store
     "migrate",
+    "verify_schema",
     "health",
     // sessions
     "load",
@@ -181,6 +186,7 @@ pub const OUTCOMES: &[&str] = &[
     "config",
     "database_error",
     "upload_interrupted",
+    "schema",
 ];
 
 /// The `state` values of [`POOL_CONNECTIONS`].
@@ -268,6 +274,12 @@ pub const FAMILIES: &[MetricFamily] = &[
         name: POOL_WAITS,
         kind: MetricType::Counter,
         help: "Connection checkouts that had to wait for a connection.",
+        labels: &[],
+    },
+    MetricFamily {
+        name: SCHEMA_PROBLEMS,
+        kind: MetricType::Gauge,
+        help: "Differences between the database's schema and what the migrations promise, at the last check.",
         labels: &[],
     },
     MetricFamily {
@@ -384,7 +396,7 @@ const fn label(key: &'static str, set: &'static [&'static str], value: &'static 
 
 // ---- calls ----
 
-const N_OUTCOMES: usize = 10;
+const N_OUTCOMES: usize = 11;
 const _: () = assert!(OUTCOMES.len() == N_OUTCOMES);
 
 /// The labels of one call site, one set per outcome.
@@ -411,6 +423,7 @@ pub(crate) const fn call_labels(op: &'static str, table: &'static str) -> CallLa
         one(op, table, 7),
         one(op, table, 8),
         one(op, table, 9),
+        one(op, table, 10),
     ]
 }
 
@@ -442,6 +455,7 @@ impl Site {
                 Key::from_static_parts(name, &l[7]),
                 Key::from_static_parts(name, &l[8]),
                 Key::from_static_parts(name, &l[9]),
+                Key::from_static_parts(name, &l[10]),
             ]
         }
         Site {
@@ -513,6 +527,7 @@ fn error_kind(e: &Error) -> usize {
         Error::Config(_) => 7,
         Error::Database { .. } => 8,
         Error::UploadInterrupted { .. } => 9,
+        Error::Schema(_) => 10,
     }
 }
 
@@ -708,6 +723,18 @@ pub(crate) fn cache_pending(before: u64, now: u64) {
                 .increment(delta)
         });
     }
+}
+
+// ---- the schema ----
+
+static SCHEMA_PROBLEMS_KEY: Key = Key::from_static_name(SCHEMA_PROBLEMS);
+
+/// Records how many schema differences the last check found.
+pub(crate) fn schema_problems(n: usize) {
+    metrics::with_recorder(|r| {
+        r.register_gauge(&SCHEMA_PROBLEMS_KEY, &METADATA)
+            .set(n as f64)
+    });
 }
 
 // ---- the pool ----

@@ -25,19 +25,9 @@ async fn admin() -> tokio_postgres::Client {
     client
 }
 
-async fn client_for(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("test database connection");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
 /// The columns of `table` as (name, type, max length).
 async fn columns(url: &str, table: &str) -> Vec<(String, String, Option<i32>)> {
-    client_for(url)
+    common::client(url)
         .await
         .query(
             "SELECT column_name::text, data_type::text, character_maximum_length \
@@ -50,6 +40,17 @@ async fn columns(url: &str, table: &str) -> Vec<(String, String, Option<i32>)> {
         .into_iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect()
+}
+
+/// Takes the database at `url` all the way down: no table of the crate left.
+async fn revert_all(url: &str) -> usize {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
+        conn.revert_all_migrations(MIGRATIONS).unwrap().len()
+    })
+    .await
+    .unwrap()
 }
 
 fn col(name: &str, ty: &str, len: Option<i32>) -> (String, String, Option<i32>) {
@@ -113,7 +114,7 @@ async fn migrations_create_the_shared_schema_exactly() {
             col("expires_at", TZ, None),
         ]
     );
-    let client = client_for(&db.url).await;
+    let client = common::client(&db.url).await;
     let default: String = client
         .query_one(
             "SELECT column_default FROM information_schema.columns \
@@ -133,14 +134,7 @@ async fn migrations_run_up_down_and_up_again() {
     };
     // The test database is cloned already migrated: take it all the way
     // down, check it is empty, and back up.
-    let url = db.url.clone();
-    let reverted = tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-        conn.revert_all_migrations(MIGRATIONS).unwrap().len()
-    })
-    .await
-    .unwrap();
-    assert_eq!(reverted, MIGRATIONS_COUNT);
+    assert_eq!(revert_all(&db.url).await, MIGRATIONS_COUNT);
     for table in ["users", "api_keys", "events", "sessions", "media"] {
         assert!(
             columns(&db.url, table).await.is_empty(),
@@ -169,16 +163,10 @@ async fn migrating_adopts_tables_the_services_already_have() {
     let Some(db) = common::pg_db().await else {
         return;
     };
-    let url = db.url.clone();
     // Down to nothing, then the tables as the existing services made them,
     // with rows they wrote (nulls where the crate now has defaults).
-    tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-        conn.revert_all_migrations(MIGRATIONS).unwrap();
-    })
-    .await
-    .unwrap();
-    let client = client_for(&db.url).await;
+    revert_all(&db.url).await;
+    let client = common::client(&db.url).await;
     client
         .batch_execute(include_str!("fixtures/services_schema.sql"))
         .await
@@ -229,6 +217,240 @@ async fn migrating_adopts_tables_the_services_already_have() {
         .await
         .unwrap();
     assert_eq!(events.items[0].payload, json!({}));
+
+    // The services' own delete now succeeds for a user with a key.
+    let deleted = client
+        .execute("DELETE FROM users WHERE id = $1", &[&old.id])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let detached: Option<uuid::Uuid> = client
+        .query_one(
+            "SELECT user_id FROM events WHERE id = '00000000-0000-4000-8000-0000000000e1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(detached, None);
+    assert!(matches!(
+        store.api_keys().validate(legacy_key).await,
+        Err(Error::Unauthorized(KeyRejection::Unknown))
+    ));
+}
+
+#[tokio::test]
+async fn deleting_a_user_in_plain_sql_deletes_their_keys_and_detaches_their_events() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    let store = db.store().await;
+    let (user, issued) = store
+        .users()
+        .create_with_key(
+            NewUser::with_email("leaving@example.com".parse().unwrap()),
+            "billing",
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .api_keys()
+        .issue(user.id, "search", None)
+        .await
+        .unwrap();
+    store
+        .events()
+        .record_many(vec![
+            NewEvent::new("user.login".parse().unwrap(), json!({})).user(user.id),
+            NewEvent::new("user.logout".parse().unwrap(), json!({})).user(user.id),
+        ])
+        .await
+        .unwrap();
+    // What a service outside this crate runs.
+    let client = common::client(&db.url).await;
+    let deleted = client
+        .execute("DELETE FROM users WHERE id = $1", &[&user.id])
+        .await
+        .expect("the database deletes the keys and detaches the events itself");
+    assert_eq!(deleted, 1);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[&user.id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM api_keys WHERE user_id = $1").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE user_id = $1").await,
+        0
+    );
+    let detached: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE user_id IS NULL AND event_type IN ('user.login', 'user.logout')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(detached, 2, "the events stay, detached");
+    assert!(matches!(
+        store
+            .api_keys()
+            .validate(issued.secret.expose_secret())
+            .await,
+        Err(Error::Unauthorized(KeyRejection::Unknown))
+    ));
+}
+
+/// The crate's tables as the catalog has them: columns (type, NOT NULL,
+/// default), constraints and indexes with their definitions, one line each.
+async fn shape(url: &str) -> Vec<String> {
+    let sql = "
+        SELECT format('column %s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+                      a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+          AND c.relname IN ('users', 'api_keys', 'events', 'sessions')
+        UNION ALL
+        SELECT format('constraint %s.%s %s %s', t.relname, c.conname, pg_get_constraintdef(c.oid), c.convalidated)
+        FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+        WHERE t.relname IN ('users', 'api_keys', 'events', 'sessions')
+        UNION ALL
+        SELECT format('index %s %s', pg_get_indexdef(x.indexrelid), x.indisvalid)
+        FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid
+        WHERE t.relname IN ('users', 'api_keys', 'events', 'sessions')
+        ORDER BY 1";
+    common::client(url)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_starting_point_ends_in_the_same_schema() {
+    let Some(from_nothing) = common::pg_db().await else {
+        return;
+    };
+    let expected = shape(&from_nothing.url).await;
+    let starts = [
+        // The services' tables, under PostgreSQL's constraint names.
+        (
+            "the services' tables",
+            include_str!("fixtures/services_schema.sql"),
+        ),
+        // The services' tables as drizzle-kit names them (the first
+        // migration is exactly that).
+        (
+            "drizzle-kit's tables",
+            include_str!("../migrations/2026-11-25-000001_create_core_tables/up.sql"),
+        ),
+    ];
+    for (what, sql) in starts {
+        let db = common::pg_db().await.unwrap();
+        revert_all(&db.url).await;
+        common::client(&db.url)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap();
+        db.store().await.migrate().await.unwrap();
+        assert_eq!(shape(&db.url).await, expected, "from {what}");
+    }
+    // A database that has the whole schema already (Drizzle pushed it
+    // first) but no record of the migrations: they all run again, and
+    // change nothing.
+    let db = common::pg_db().await.unwrap();
+    common::client(&db.url)
+        .await
+        .batch_execute("DROP TABLE __diesel_schema_migrations")
+        .await
+        .unwrap();
+    let applied = db.store().await.migrate().await.unwrap();
+    assert_eq!(applied.len(), MIGRATIONS_COUNT);
+    assert_eq!(shape(&db.url).await, expected, "from the whole schema");
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_take_its_lock_gives_way_and_retries() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    let store = db.store().await;
+    let user = store
+        .users()
+        .create(NewUser::with_email("writer@example.com".parse().unwrap()))
+        .await
+        .unwrap();
+    // users_not_null again, as if it were still to run: it needs an ACCESS
+    // EXCLUSIVE lock on users.
+    let version = "20261126000006";
+    db.sql(&format!(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"
+    ))
+    .await;
+    // A long read of users holds a lock that conflicts with it.
+    let reader = common::client(&db.url).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM users;")
+        .await
+        .unwrap();
+
+    let (captured, _guard) = common::Captured::start();
+    let migrating = {
+        let store = store.clone();
+        tokio::spawn(async move { store.migrate().await })
+    };
+    // Meanwhile the services read and write as usual: the migration gives
+    // up its place in the lock queue after lock_timeout, and nothing fails.
+    let writer = common::client(&db.url).await;
+    let started = Instant::now();
+    let mut writes = 0;
+    while !(captured.text().contains("retrying") && writes >= 20) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no retry logged:\n{}",
+            captured.text()
+        );
+        // A write stuck behind the migration would wait until the read
+        // ends, which it does not: give up after a (very generous) 10 s.
+        let write = async {
+            writer
+                .query_one("SELECT id FROM users WHERE id = $1", &[&user.id])
+                .await?;
+            writer
+                .execute(
+                    "INSERT INTO events (id, user_id, event_type, payload, created_at) \
+                     VALUES (gen_random_uuid(), $1, 'service.write', '{}', now())",
+                    &[&user.id],
+                )
+                .await
+        };
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("a write waited behind the migration")
+            .expect("a write failed");
+        writes += 1;
+    }
+    assert!(
+        !migrating.is_finished(),
+        "it cannot finish while the read lasts"
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+    let applied = migrating.await.unwrap().unwrap();
+    assert_eq!(applied, vec![version.to_owned()]);
 }
 
 #[tokio::test]
@@ -246,7 +468,7 @@ async fn keys_are_stored_as_lowercase_sha256_and_revocation_hides_them_from_othe
         )
         .await
         .unwrap();
-    let client = client_for(&db.url).await;
+    let client = common::client(&db.url).await;
     let stored: String = client
         .query_one(
             "SELECT hashed_key FROM api_keys WHERE id = $1",
@@ -317,7 +539,7 @@ async fn ssl_in_use(store: &Store, db: &common::TestDb) -> bool {
         ))
         .await
         .unwrap();
-    let client = client_for(&db.url).await;
+    let client = common::client(&db.url).await;
     let rows = client
         .query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
@@ -445,7 +667,7 @@ async fn an_exhausted_pool_times_out_with_a_typed_error() {
                 .connection_timeout(Duration::from_millis(300)),
         )
         .await;
-    let client = client_for(&db.url).await;
+    let client = common::client(&db.url).await;
     // Hold the store's only connection: an update blocks on a row lock
     // taken by another session.
     let user = store
@@ -574,7 +796,7 @@ async fn hot_queries_use_their_indexes() {
         return;
     };
     let store = db.store().await;
-    let client = client_for(&db.url).await;
+    let client = common::client(&db.url).await;
     // A realistic spread: 2,000 users with a key each, 60,000 events of
     // 12 types over 30 days.
     client

@@ -134,6 +134,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Applies pending schema migrations; returns the versions applied.
     async fn migrate(&self) -> Result<Vec<String>>;
 
+    /// Checks that the database has the schema the applied migrations
+    /// promise; `Error::Schema` names each difference. `Ok` for backends
+    /// without a schema.
+    async fn verify_schema(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// `Ok` if the backend can serve requests now.
     async fn health(&self) -> Result<()>;
 

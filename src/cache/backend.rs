@@ -384,6 +384,10 @@ impl Backend for CachedBackend {
 
     /// The inner backend's health: Redis being down does not make the
     /// store unable to serve.
+    async fn verify_schema(&self) -> Result<()> {
+        self.inner.verify_schema().await
+    }
+
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }

@@ -5,6 +5,31 @@ use uuid::Uuid;
 
 use crate::error::{Backend, Entity, Error, Field};
 
+/// Unique constraints and indexes on a user's email: drizzle-kit's name
+/// (what the migrations create), PostgreSQL's default name (what a
+/// database adopted before its rename carries, and what a table the services
+/// create by hand would), and the case-insensitive index.
+const EMAIL_UNIQUE: [&str; 3] = [
+    "users_email_unique",
+    "users_email_key",
+    "users_email_lower_key",
+];
+
+/// The same for a user's wallet address.
+const WALLET_UNIQUE: [&str; 3] = [
+    "users_wallet_address_unique",
+    "users_wallet_address_key",
+    "users_wallet_address_lower_key",
+];
+
+/// Foreign keys from `user_id` to `users`, under both names.
+const USER_FOREIGN_KEYS: [&str; 4] = [
+    "api_keys_user_id_users_id_fk",
+    "api_keys_user_id_fkey",
+    "events_user_id_users_id_fk",
+    "events_user_id_fkey",
+];
+
 /// The driver error as an [`Error`], with no context of which record it was
 /// about.
 impl From<DieselError> for Error {
@@ -21,17 +46,19 @@ pub(super) fn classify(e: DieselError, user: Option<Uuid>) -> Error {
         DieselError::DatabaseError(kind, info) => {
             let constraint = info.constraint_name().unwrap_or_default();
             match kind {
-                DatabaseErrorKind::UniqueViolation if constraint.contains("email") => {
+                DatabaseErrorKind::UniqueViolation if EMAIL_UNIQUE.contains(&constraint) => {
                     return Error::Conflict {
                         field: Field::Email,
                     };
                 }
-                DatabaseErrorKind::UniqueViolation if constraint.contains("wallet") => {
+                DatabaseErrorKind::UniqueViolation if WALLET_UNIQUE.contains(&constraint) => {
                     return Error::Conflict {
                         field: Field::WalletAddress,
                     };
                 }
-                DatabaseErrorKind::ForeignKeyViolation if constraint.contains("user_id") => {
+                DatabaseErrorKind::ForeignKeyViolation
+                    if USER_FOREIGN_KEYS.contains(&constraint) =>
+                {
                     let named = info.details().and_then(id_in_detail).or(user);
                     if let Some(id) = named {
                         return Error::NotFound {
@@ -106,5 +133,84 @@ mod tests {
         let detail = format!("Key (user_id)=({id}) is not present in table \"users\".");
         assert_eq!(id_in_detail(&detail), Some(id));
         assert_eq!(id_in_detail("no id here"), None);
+    }
+
+    /// What PostgreSQL reports about a violated constraint.
+    struct Violation(&'static str);
+
+    impl diesel::result::DatabaseErrorInformation for Violation {
+        fn message(&self) -> &str {
+            "violation"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            Some(self.0)
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn violated(kind: DatabaseErrorKind, constraint: &'static str) -> Error {
+        classify(
+            DieselError::DatabaseError(kind, Box::new(Violation(constraint))),
+            Some(Uuid::nil()),
+        )
+    }
+
+    #[test]
+    fn knows_drizzle_kit_and_postgres_constraint_names() {
+        use DatabaseErrorKind::{ForeignKeyViolation, UniqueViolation};
+        for name in EMAIL_UNIQUE {
+            let e = violated(UniqueViolation, name);
+            assert!(
+                matches!(
+                    e,
+                    Error::Conflict {
+                        field: Field::Email
+                    }
+                ),
+                "{name}: {e:?}"
+            );
+        }
+        for name in WALLET_UNIQUE {
+            let e = violated(UniqueViolation, name);
+            assert!(
+                matches!(
+                    e,
+                    Error::Conflict {
+                        field: Field::WalletAddress
+                    }
+                ),
+                "{name}: {e:?}"
+            );
+        }
+        for name in USER_FOREIGN_KEYS {
+            let e = violated(ForeignKeyViolation, name);
+            assert!(
+                matches!(
+                    e,
+                    Error::NotFound {
+                        entity: Entity::User,
+                        ..
+                    }
+                ),
+                "{name}: {e:?}"
+            );
+        }
+        // A key's hash is unique too, but no field of a user.
+        let e = violated(UniqueViolation, "api_keys_hashed_key_key");
+        assert!(matches!(e, Error::Database { .. }), "{e:?}");
     }
 }

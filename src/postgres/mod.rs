@@ -18,20 +18,19 @@ mod events;
 mod json;
 mod keys;
 mod media;
+mod migrate;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
 pub(crate) mod sessions;
 mod users;
+mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::SimpleConnection;
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -45,15 +44,8 @@ use crate::model::{
 pub(crate) use connect::PgOptions;
 pub(crate) use connect::PgPool;
 use connect::{ConnectSpec, LastConnectError, Manager, PgConn, pool};
-
-/// The crate's schema migrations, embedded at build time, for services that
-/// run them with their own tooling. [`Store::migrate`](crate::Store::migrate)
-/// applies them.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-
-/// Migrations of several processes starting at once take turns under this
-/// advisory lock.
-const MIGRATION_LOCK: i64 = 0x0064_6e65_745f_6462;
+pub use migrate::MIGRATIONS;
+pub use verify::{SchemaMismatch, SchemaProblem};
 
 async fn health_check(conn: &mut AsyncPgConnection) -> Result<()> {
     diesel::sql_query("SELECT 1").execute(conn).await?;
@@ -106,7 +98,9 @@ impl std::fmt::Debug for PgBackend {
 
 impl PgBackend {
     /// Builds the pool and checks that a connection can be opened.
-    pub(crate) async fn connect(b: &PgOptions) -> Result<Self> {
+    /// With `check_schema`, compares the schema with what the migrations
+    /// promise and logs each difference as an error.
+    pub(crate) async fn connect(b: &PgOptions, check_schema: bool) -> Result<Self> {
         let url = b
             .database_url
             .as_ref()
@@ -114,7 +108,7 @@ impl PgBackend {
         let spec = ConnectSpec::parse(url.expose_secret(), b.statement_cache)?;
         // One connection made here, so that a wrong URL, a refused TLS
         // handshake or a dead server is reported as it is, at start-up.
-        let first = tokio::time::timeout(b.connection_timeout, spec.connect())
+        let mut first = tokio::time::timeout(b.connection_timeout, spec.connect())
             .await
             .map_err(|_| Error::PoolTimeout {
                 waited: b.connection_timeout,
@@ -123,6 +117,16 @@ impl PgBackend {
                 backend: Service::Postgres,
                 source: Box::new(e),
             })?;
+        // Migrating checks the schema when it is done; otherwise check it
+        // now, and say loudly what is missing.
+        if check_schema {
+            match verify::check(&mut first).await {
+                Ok(problems) => verify::report_at_connect(problems),
+                Err(e) => {
+                    tracing::warn!(target: "dreamnet_db", error = %e, "could not check the schema")
+                }
+            }
+        }
         let connect_errors = LastConnectError::default();
         let pool = pool(&spec, b, connect_errors.clone()).await?;
         // Refused only when the pool is full, which a new pool is not.
@@ -336,29 +340,15 @@ impl Backend for PgBackend {
         on_conn!(self, events::count_by_bucket, bucket, range, event_type)
     }
 
-    /// Runs diesel's synchronous migration harness on a blocking thread over
-    /// a dedicated connection (made like the pool's, TLS included), so it
-    /// works on any tokio runtime, current-thread ones too.
+    /// Applies pending migrations over a dedicated connection (made like
+    /// the pool's, TLS included), with the retries and repairs of
+    /// `migrate.rs`, then checks the schema.
     async fn migrate(&self) -> Result<Vec<String>> {
-        let conn = self.spec.connect().await.map_err(|e| Error::Unavailable {
-            backend: Service::Postgres,
-            source: Box::new(e),
-        })?;
-        tokio::task::spawn_blocking(move || {
-            let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
-                AsyncConnectionWrapper::from(conn);
-            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-            let applied = conn
-                .run_pending_migrations(MIGRATIONS)
-                .map(|done| done.iter().map(|v| v.to_string()).collect())
-                .map_err(|source| Error::Database { source });
-            conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
-            applied
-        })
-        .await
-        .map_err(|e| Error::Database {
-            source: Box::new(e),
-        })?
+        migrate::run(&self.spec).await
+    }
+
+    async fn verify_schema(&self) -> Result<()> {
+        PgBackend::verify_schema(self).await
     }
 
     async fn health(&self) -> Result<()> {

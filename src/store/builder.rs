@@ -223,7 +223,7 @@ impl StoreBuilder {
     /// be made, and applies migrations if asked to.
     pub async fn connect(self) -> Result<Store> {
         let backend: Arc<dyn Backend> =
-            Arc::new(crate::postgres::PgBackend::connect(&self.pg).await?);
+            Arc::new(crate::postgres::PgBackend::connect(&self.pg, !self.run_migrations).await?);
         #[cfg(feature = "redis")]
         let (backend, cache) = crate::cache::layer(&self.cache, backend).await?;
         #[cfg(not(feature = "redis"))]

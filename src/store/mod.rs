@@ -131,13 +131,31 @@ impl Store {
     }
 
     /// Applies the crate's pending schema migrations and returns the versions
-    /// it applied (none for the in-memory backend).
+    /// it applied (none for the in-memory backend), then checks the schema
+    /// as [`verify_schema`](Store::verify_schema) does: [`Error::Schema`]
+    /// names what the database lacks.
     pub async fn migrate(&self) -> Result<Vec<String>> {
         traced(
             site!("migrate", "__diesel_schema_migrations"),
             self.backend.migrate(),
         )
         .await
+    }
+
+    /// Checks that the database has the schema the crate's migrations
+    /// promise: every migration applied, and the columns (types, NOT NULL,
+    /// defaults), constraints and indexes of the crate's tables as they
+    /// leave them. `Err(Error::Schema)` names each difference: a dropped
+    /// column, index or constraint, a column that lost its NOT NULL, an
+    /// index a failed concurrent build left invalid. Columns, indexes and
+    /// constraints other services added are not differences. Always `Ok`
+    /// for the in-memory backend.
+    ///
+    /// [`migrate`](Store::migrate) runs the same check after applying
+    /// migrations, and `connect` without `run_migrations` logs what it
+    /// finds as a `tracing` error.
+    pub async fn verify_schema(&self) -> Result<()> {
+        traced(site!("verify_schema", "-"), self.backend.verify_schema()).await
     }
 
     /// `Ok` when the backend can serve requests: for PostgreSQL, a
