@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release --example migration_stall          # Store::migrate; 200,000 users, 3,000,000 events
-//! git archive d85c5c1 migrations | tar -x -C /tmp/before  # an earlier set of migrations...
+//! mkdir -p /tmp/before && git archive d85c5c1 migrations | tar -x -C /tmp/before
+//!                                                        # an earlier set of migrations...
 //! cargo run --release --example migration_stall -- --migrations-dir /tmp/before/migrations
 //!                                                        # ...run as diesel's harness runs them
 //! cargo run --example migration_stall -- --users 20000 --events 300000 --keys 5000 \
