@@ -9,10 +9,9 @@
 -- the live database; the migrations after it bring an adopted table to the
 -- crate's shape without blocking the services' reads and writes.
 --
--- squawk-ignore-file prefer-text-field, prefer-robust-stmts
+-- squawk-ignore-file prefer-text-field
 -- (The varchar columns are the services' own types, which this crate never
--- changes; IF NOT EXISTS is the idempotent form, and squawk's
--- prefer-robust-stmts does not see it through the table constraints.)
+-- changes.)
 -- Creating api_keys and events takes a SHARE ROW EXCLUSIVE lock on users for
 -- their foreign keys: give up quickly rather than queue the services behind
 -- it (Store::migrate retries).
