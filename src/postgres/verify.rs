@@ -273,7 +273,8 @@ impl fmt::Display for SchemaProblem {
 
 /// The database does not have the schema the crate's migrations promise:
 /// every difference found, by name. The [`Error::Schema`] of
-/// [`Store::migrate`] and [`Store::verify_schema`].
+/// [`Store::migrate`](crate::Store::migrate) and
+/// [`Store::verify_schema`](crate::Store::verify_schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaMismatch {
     problems: Vec<SchemaProblem>,
