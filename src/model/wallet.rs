@@ -61,8 +61,16 @@ impl WalletAddress {
     }
 
     /// The EIP-55 mixed-case checksum form.
+    ///
+    /// An address another service stored in some other form (not `0x` and
+    /// 40 hex digits) has no checksum form: it is returned as stored.
     pub fn to_checksum(&self) -> String {
-        format!("0x{}", checksummed(&self.0[2..]))
+        match self.0.strip_prefix("0x") {
+            Some(hex) if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                format!("0x{}", checksummed(hex))
+            }
+            _ => self.0.clone(),
+        }
     }
 }
 
@@ -119,6 +127,14 @@ impl<'de> Deserialize<'de> for WalletAddress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stored_addresses_of_other_forms_never_panic() {
+        for stored in ["", "0", "0x", "é", "0é", "0xé", "not-a-wallet", "0x12"] {
+            let w = super::WalletAddress::from_stored(stored.to_owned());
+            assert_eq!(w.to_checksum(), stored.to_ascii_lowercase());
+        }
+    }
+
     use super::*;
 
     // The test vectors of EIP-55 itself.
