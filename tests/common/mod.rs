@@ -384,3 +384,10 @@ pub async fn redis_available() -> Option<String> {
         Err(_) => unavailable("Redis", how, format!("no answer from {addr} within 1 s")),
     }
 }
+
+/// `secret` with its last hex digit changed: a well-formed key that differs
+/// from it whatever digit it ends in, so it is always refused as unknown.
+pub fn wrong_key(secret: &str) -> String {
+    let last = if secret.ends_with('0') { '1' } else { '0' };
+    format!("{}{last}", &secret[..secret.len() - 1])
+}
