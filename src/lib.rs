@@ -76,7 +76,7 @@ pub mod telemetry;
 
 pub use backend::{
     DEFAULT_KEY_PREFIX, DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_MEDIA_ROOT, MediaStorage, PoolState,
+    DEFAULT_MEDIA_ROOT, MediaStorage, PoolState, ReplicaState, ReplicaStatus,
 };
 pub use cache::CacheStats;
 #[cfg(feature = "redis")]
@@ -91,7 +91,10 @@ pub use model::{
     UserUpdate, WalletAddress, earliest_timestamp,
 };
 pub use object_store;
-pub use postgres::{MIGRATIONS, SchemaMismatch, SchemaProblem};
+pub use postgres::{
+    DEFAULT_MAX_REPLICA_LAG, DEFAULT_REPLICA_POLL_INTERVAL, MAX_REPLICAS, MIGRATIONS,
+    SchemaMismatch, SchemaProblem,
+};
 #[cfg(feature = "redis")]
 pub use rate_limit::RedisLimiterOptions;
 pub use rate_limit::{FailureMode, RateLimitDecision, RateLimitPolicy, RateLimiter};

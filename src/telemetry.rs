@@ -20,6 +20,10 @@
 //! | `dreamnet_db_pool_connections` | gauge | `state` | PostgreSQL connections open, `idle` or `in_use` (sum them for the total) |
 //! | `dreamnet_db_pool_waits_total` | counter | | checkouts that had to wait for a connection |
 //! | `dreamnet_db_pool_timeouts_total` | counter | | checkouts that gave up waiting (`Error::PoolTimeout`) |
+//! | `dreamnet_db_routed_reads_total` | counter | `server`, `reason` | reads that may go to a read replica, by the server that served them: `replica` (`reason="routed"`), or `primary` because the replicas had not replayed this store's own writes (`own_writes`), none was usable (`no_usable_replica`) or the replica failed (`replica_failed`) |
+//! | `dreamnet_db_replica_reads_total` | counter | `replica` | reads each replica served (`replica` is its index, `0` to `7`) |
+//! | `dreamnet_db_replica_lag_seconds` | gauge | `replica` | each replica's lag at the last measurement; NaN before the first one and while it is down |
+//! | `dreamnet_db_replica_usable` | gauge | `replica` | 1 while a replica takes reads, 0 while it is skipped (lagging, down or not a replica) |
 //! | `dreamnet_db_cache_reads_total` | counter | `result` | cached reads: `hit`, `miss` (read the database and filled), `bypassed` (Redis failing or invalidations pending) |
 //! | `dreamnet_db_cache_errors_total` | counter | | Redis calls of the cache that failed or timed out |
 //! | `dreamnet_db_cache_fills_total` | counter | `result` | records written to Redis after a miss (`filled`), or refused because a write invalidated them meanwhile (`refused_stale`) |
@@ -99,6 +103,15 @@ pub const POOL_CONNECTIONS: &str = "dreamnet_db_pool_connections";
 pub const POOL_WAITS: &str = "dreamnet_db_pool_waits_total";
 /// `dreamnet_db_pool_timeouts_total`: checkouts that gave up waiting.
 pub const POOL_TIMEOUTS: &str = "dreamnet_db_pool_timeouts_total";
+/// `dreamnet_db_routed_reads_total`: reads that may go to a replica, by
+/// `server` and `reason`.
+pub const ROUTED_READS: &str = "dreamnet_db_routed_reads_total";
+/// `dreamnet_db_replica_reads_total`: reads each replica served.
+pub const REPLICA_READS: &str = "dreamnet_db_replica_reads_total";
+/// `dreamnet_db_replica_lag_seconds`: each replica's last measured lag.
+pub const REPLICA_LAG: &str = "dreamnet_db_replica_lag_seconds";
+/// `dreamnet_db_replica_usable`: 1 while a replica takes reads, else 0.
+pub const REPLICA_USABLE: &str = "dreamnet_db_replica_usable";
 /// `dreamnet_db_cache_reads_total`: cached reads by `result`.
 pub const CACHE_READS: &str = "dreamnet_db_cache_reads_total";
 /// `dreamnet_db_cache_errors_total`: failed or timed-out Redis calls.
@@ -191,6 +204,19 @@ pub const OUTCOMES: &[&str] = &[
 
 /// The `state` values of [`POOL_CONNECTIONS`].
 pub const POOL_STATES: &[&str] = &["idle", "in_use"];
+/// The `server` values of [`ROUTED_READS`].
+pub const SERVERS: &[&str] = &["primary", "replica"];
+/// The `reason` values of [`ROUTED_READS`].
+pub const ROUTE_REASONS: &[&str] = &[
+    "routed",
+    "own_writes",
+    "no_usable_replica",
+    "replica_failed",
+];
+/// The `replica` values of the replica metrics: indexes below
+/// [`MAX_REPLICAS`](crate::MAX_REPLICAS).
+pub const REPLICA_INDEXES: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7"];
+const _: () = assert!(REPLICA_INDEXES.len() == crate::MAX_REPLICAS);
 /// The `result` values of [`CACHE_READS`].
 pub const CACHE_READ_RESULTS: &[&str] = &["hit", "miss", "bypassed"];
 /// The `result` values of [`CACHE_FILLS`].
@@ -287,6 +313,30 @@ pub const FAMILIES: &[MetricFamily] = &[
         kind: MetricType::Counter,
         help: "Connection checkouts that gave up waiting.",
         labels: &[],
+    },
+    MetricFamily {
+        name: ROUTED_READS,
+        kind: MetricType::Counter,
+        help: "Reads that may go to a read replica, by the server that served them and why.",
+        labels: &[("server", SERVERS), ("reason", ROUTE_REASONS)],
+    },
+    MetricFamily {
+        name: REPLICA_READS,
+        kind: MetricType::Counter,
+        help: "Reads each read replica served.",
+        labels: &[("replica", REPLICA_INDEXES)],
+    },
+    MetricFamily {
+        name: REPLICA_LAG,
+        kind: MetricType::Gauge,
+        help: "Each read replica's lag behind the primary at the last measurement, in seconds.",
+        labels: &[("replica", REPLICA_INDEXES)],
+    },
+    MetricFamily {
+        name: REPLICA_USABLE,
+        kind: MetricType::Gauge,
+        help: "1 while a read replica takes reads, 0 while it is skipped.",
+        labels: &[("replica", REPLICA_INDEXES)],
     },
     MetricFamily {
         name: CACHE_READS,
@@ -747,6 +797,29 @@ static POOL_TIMEOUTS_KEY: Key = Key::from_static_name(POOL_TIMEOUTS);
 /// Sets the pool's gauges and counters to `state`.
 pub(crate) fn record_pool(state: &PoolState) {
     metrics::with_recorder(|r| {
+        for replica in &state.replicas {
+            let i = replica.index;
+            if i >= REPLICA_INDEXES.len() {
+                continue;
+            }
+            r.register_counter(&REPLICA_READS_KEYS[i], &METADATA)
+                .absolute(replica.reads);
+            r.register_gauge(&REPLICA_USABLE_KEYS[i], &METADATA).set(
+                if replica.status == crate::backend::ReplicaStatus::Usable {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            match replica.lag {
+                Some(lag) => r
+                    .register_gauge(&REPLICA_LAG_KEYS[i], &METADATA)
+                    .set(lag.as_secs_f64()),
+                None => r
+                    .register_gauge(&REPLICA_LAG_KEYS[i], &METADATA)
+                    .set(f64::NAN),
+            }
+        }
         r.register_gauge(&POOL_IDLE, &METADATA)
             .set(f64::from(state.idle));
         r.register_gauge(&POOL_IN_USE, &METADATA)
@@ -757,6 +830,93 @@ pub(crate) fn record_pool(state: &PoolState) {
             .absolute(state.timeouts);
     });
 }
+
+// ---- read replicas ----
+
+/// Which server served a read that may go to a replica, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A replica.
+    Replica = 0,
+    /// The primary: no usable replica had replayed this store's writes.
+    OwnWrites = 1,
+    /// The primary: no replica was usable.
+    NoUsableReplica = 2,
+    /// The primary, after the read failed on a replica.
+    ReplicaFailed = 3,
+}
+
+/// A key with two static labels.
+macro_rules! key2 {
+    ($name:expr, $k1:literal, $s1:expr, $v1:literal, $k2:literal, $s2:expr, $v2:literal) => {{
+        static L: [Label; 2] = [label($k1, $s1, $v1), label($k2, $s2, $v2)];
+        Key::from_static_parts($name, &L)
+    }};
+}
+
+static ROUTE_KEYS: [Key; 4] = [
+    key2!(
+        ROUTED_READS,
+        "server",
+        SERVERS,
+        "replica",
+        "reason",
+        ROUTE_REASONS,
+        "routed"
+    ),
+    key2!(
+        ROUTED_READS,
+        "server",
+        SERVERS,
+        "primary",
+        "reason",
+        ROUTE_REASONS,
+        "own_writes"
+    ),
+    key2!(
+        ROUTED_READS,
+        "server",
+        SERVERS,
+        "primary",
+        "reason",
+        ROUTE_REASONS,
+        "no_usable_replica"
+    ),
+    key2!(
+        ROUTED_READS,
+        "server",
+        SERVERS,
+        "primary",
+        "reason",
+        ROUTE_REASONS,
+        "replica_failed"
+    ),
+];
+
+/// Counts one read that may go to a replica.
+pub(crate) fn routed_read(route: Route) {
+    increment(&ROUTE_KEYS[route as usize], 1);
+}
+
+/// One key per replica index.
+macro_rules! per_replica {
+    ($name:expr) => {
+        [
+            key1!($name, "replica", REPLICA_INDEXES, "0"),
+            key1!($name, "replica", REPLICA_INDEXES, "1"),
+            key1!($name, "replica", REPLICA_INDEXES, "2"),
+            key1!($name, "replica", REPLICA_INDEXES, "3"),
+            key1!($name, "replica", REPLICA_INDEXES, "4"),
+            key1!($name, "replica", REPLICA_INDEXES, "5"),
+            key1!($name, "replica", REPLICA_INDEXES, "6"),
+            key1!($name, "replica", REPLICA_INDEXES, "7"),
+        ]
+    };
+}
+
+static REPLICA_READS_KEYS: [Key; 8] = per_replica!(REPLICA_READS);
+static REPLICA_LAG_KEYS: [Key; 8] = per_replica!(REPLICA_LAG);
+static REPLICA_USABLE_KEYS: [Key; 8] = per_replica!(REPLICA_USABLE);
 
 fn increment(key: &'static Key, n: u64) {
     metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(n));

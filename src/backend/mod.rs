@@ -16,7 +16,9 @@ pub use self::objects::{DEFAULT_KEY_PREFIX, DEFAULT_MEDIA_ROOT, MediaStorage};
 pub(crate) use self::objects::{Objects, object_error};
 pub(crate) use self::sessions::SessionBackend;
 pub(crate) use self::settings::Settings;
-pub use self::settings::{DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState};
+pub use self::settings::{
+    DEFAULT_LAST_USED_RESOLUTION, DEFAULT_MAX_PAYLOAD_BYTES, PoolState, ReplicaState, ReplicaStatus,
+};
 use crate::error::Result;
 use crate::model::{
     ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,

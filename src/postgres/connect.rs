@@ -29,6 +29,8 @@ pub(crate) struct PgOptions {
     pub(crate) connection_timeout: std::time::Duration,
     pub(crate) max_lifetime: Option<std::time::Duration>,
     pub(crate) statement_cache: bool,
+    /// Read replicas: see `replicas.rs`.
+    pub(crate) replicas: super::replicas::ReplicaOptions,
 }
 
 impl Default for PgOptions {
@@ -42,6 +44,7 @@ impl Default for PgOptions {
             connection_timeout: Duration::from_secs(2),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             statement_cache: true,
+            replicas: Default::default(),
         }
     }
 }
@@ -60,6 +63,7 @@ impl fmt::Debug for PgOptions {
             .field("connection_timeout", &self.connection_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache", &self.statement_cache)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }

@@ -12,6 +12,46 @@ macro_rules! on_conn {
     }};
 }
 
+/// [`on_conn!`] for a write: with read replicas, also remembers the
+/// write's WAL position so this store's next reads see it.
+macro_rules! on_write {
+    ($backend:ident, $f:path, $($arg:expr),*) => {{
+        let mut checkout = $backend.checkout().await?;
+        let result = $f(checkout.conn(), $($arg),*).await;
+        if result.is_ok() {
+            if let Some(replicas) = &$backend.replicas {
+                replicas.wrote(checkout.conn()).await;
+            }
+        }
+        checkout.settle(result)
+    }};
+}
+
+/// [`on_conn!`] for a read that may go to a replica: on one if a usable
+/// one has replayed this store's own writes, else (or if it fails there)
+/// on the primary.
+macro_rules! on_replica {
+    ($backend:ident, $f:path, $($arg:expr),*) => {{
+        let read = match &$backend.replicas {
+            Some(replicas) => replicas.read().await,
+            None => None,
+        };
+        match read {
+            Some(mut read) => match $f(read.conn(), $($arg),*).await {
+                Ok(v) => {
+                    read.served();
+                    Ok(v)
+                }
+                Err(e) => {
+                    read.failed(&e);
+                    on_conn!($backend, $f, $($arg),*)
+                }
+            },
+            None => on_conn!($backend, $f, $($arg),*),
+        }
+    }};
+}
+
 mod connect;
 mod errors;
 mod events;
@@ -19,6 +59,7 @@ mod json;
 mod keys;
 mod media;
 mod migrate;
+mod replicas;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
@@ -45,6 +86,7 @@ pub(crate) use connect::PgOptions;
 pub(crate) use connect::PgPool;
 use connect::{ConnectSpec, LastConnectError, Manager, PgConn, pool};
 pub use migrate::MIGRATIONS;
+pub use replicas::{DEFAULT_MAX_REPLICA_LAG, DEFAULT_REPLICA_POLL_INTERVAL, MAX_REPLICAS};
 pub use verify::{SchemaMismatch, SchemaProblem};
 
 async fn health_check(conn: &mut AsyncPgConnection) -> Result<()> {
@@ -85,6 +127,8 @@ pub(crate) struct PgBackend {
     turns: tokio::sync::Semaphore,
     waits: AtomicU64,
     timeouts: AtomicU64,
+    /// Read replicas, if any were given.
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -106,6 +150,7 @@ impl PgBackend {
             .as_ref()
             .ok_or_else(|| Error::Config("no database URL was given".to_owned()))?;
         let spec = ConnectSpec::parse(url.expose_secret(), b.statement_cache)?;
+        let replicas = replicas::Replicas::new(b)?;
         // One connection made here, so that a wrong URL, a refused TLS
         // handshake or a dead server is reported as it is, at start-up.
         let mut first = tokio::time::timeout(b.connection_timeout, spec.connect())
@@ -134,6 +179,9 @@ impl PgBackend {
             conn: first,
             broken: false,
         });
+        if let Some(replicas) = &replicas {
+            replicas.start(pool.clone()).await;
+        }
         Ok(PgBackend {
             pool,
             spec,
@@ -142,6 +190,7 @@ impl PgBackend {
             turns: tokio::sync::Semaphore::new(b.max_connections.max(1) as usize),
             waits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            replicas,
         })
     }
 
@@ -240,13 +289,13 @@ impl PgBackend {
 impl Backend for PgBackend {
     async fn create_user(&self, user: User) -> Result<User> {
         let email = user.email.clone();
-        let created = on_conn!(self, users::create, user);
+        let created = on_write!(self, users::create, user);
         self.email_first(created, email.as_ref(), None).await
     }
 
     async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
         let email = user.email.clone();
-        let created = on_conn!(self, users::create_with_key, user, key);
+        let created = on_write!(self, users::create_with_key, user, key);
         self.email_first(created, email.as_ref(), None).await
     }
 
@@ -268,21 +317,21 @@ impl Backend for PgBackend {
         update: &UserUpdate,
         settings: &Settings,
     ) -> Result<User> {
-        let updated = on_conn!(self, users::update, id, update, settings);
+        let updated = on_write!(self, users::update, id, update, settings);
         let email = update.email.as_ref().and_then(|e| e.as_ref());
         self.email_first(updated, email, Some(id)).await
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<()> {
-        on_conn!(self, users::delete, id)
+        on_write!(self, users::delete, id)
     }
 
     async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
-        on_conn!(self, users::list, after, limit)
+        on_replica!(self, users::list, after, limit)
     }
 
     async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
-        on_conn!(self, keys::insert_key, keys::KeyInsert::from(&row))
+        on_write!(self, keys::insert_key, keys::KeyInsert::from(&row))
     }
 
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
@@ -295,19 +344,19 @@ impl Backend for PgBackend {
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> Result<()> {
-        on_conn!(self, keys::touch, id, now, stale_before)
+        on_write!(self, keys::touch, id, now, stale_before)
     }
 
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
-        on_conn!(self, keys::revoke, id, now)
+        on_write!(self, keys::revoke, id, now)
     }
 
     async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
-        on_conn!(self, keys::list, user_id)
+        on_replica!(self, keys::list, user_id)
     }
 
     async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
-        on_conn!(self, keys::rotate, old_id, new, now)
+        on_write!(self, keys::rotate, old_id, new, now)
     }
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
@@ -315,7 +364,7 @@ impl Backend for PgBackend {
     }
 
     async fn insert_events(&self, batch: &[Event]) -> Result<()> {
-        on_conn!(self, events::insert, batch)
+        on_write!(self, events::insert, batch)
     }
 
     async fn list_events(
@@ -324,11 +373,11 @@ impl Backend for PgBackend {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        on_conn!(self, events::list, filter, after, limit)
+        on_replica!(self, events::list, filter, after, limit)
     }
 
     async fn count_events(&self, event_type: &EventType, range: TimeRange) -> Result<u64> {
-        on_conn!(self, events::count, event_type, range)
+        on_replica!(self, events::count, event_type, range)
     }
 
     async fn count_events_by_bucket(
@@ -337,7 +386,7 @@ impl Backend for PgBackend {
         range: TimeRange,
         event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>> {
-        on_conn!(self, events::count_by_bucket, bucket, range, event_type)
+        on_replica!(self, events::count_by_bucket, bucket, range, event_type)
     }
 
     /// Applies pending migrations over a dedicated connection (made like
@@ -372,6 +421,8 @@ impl Backend for PgBackend {
             waits: AtomicU64::load(&self.waits, Ordering::Relaxed) + s.statistics.get_waited,
             timeouts: AtomicU64::load(&self.timeouts, Ordering::Relaxed)
                 + s.statistics.get_timed_out,
+            primary_reads: self.replicas.as_ref().map_or(0, |r| r.primary_reads()),
+            replicas: self.replicas.as_ref().map_or_else(Vec::new, |r| r.states()),
         })
     }
 }

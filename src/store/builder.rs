@@ -140,6 +140,86 @@ impl StoreBuilder {
         self
     }
 
+    /// Adds a read replica (a streaming replica of the primary, such as a
+    /// Neon read replica), in the form of
+    /// [`database_url`](Self::database_url), with the same pool settings.
+    /// Call it once per replica (at most [`MAX_REPLICAS`](crate::MAX_REPLICAS)),
+    /// or use [`replica_urls`](Self::replica_urls). None by default: every
+    /// read goes to the primary.
+    ///
+    /// Reads that can stand a little lag go to a replica: listing and
+    /// counting events (with any filter, payload containment included),
+    /// counts per bucket, listing users, listing a user's keys. Everything
+    /// else goes to the primary: writes, key validation, `get` and the
+    /// `find_by_*` lookups, sessions and media. The README's "Read
+    /// replicas" section has the table.
+    ///
+    /// - A replica is used only while its measured lag (polled every
+    ///   [`replica_poll_interval`](Self::replica_poll_interval)) is within
+    ///   [`max_replica_lag`](Self::max_replica_lag), and only if the
+    ///   server is in recovery (a URL naming a primary is refused).
+    /// - A replica that cannot be reached is skipped from the first
+    ///   failure (a read waits at most `min(connection_timeout, 1 s)` for
+    ///   its connection) and tried again at every poll.
+    /// - With no replica usable, reads go to the primary, and a read that
+    ///   fails on a replica is run again on the primary: replicas never
+    ///   make a read fail that the primary would answer.
+    /// - Read-your-writes: after any write of this store (and its clones)
+    ///   returns, its routed reads go only to a replica that has replayed
+    ///   that write's WAL position, else to the primary. Each write pays
+    ///   one more round trip for it (`pg_current_wal_insert_lsn()`).
+    ///
+    /// [`Store::pool_state`](crate::Store::pool_state) and the metrics
+    /// tell which server served what. A replica that is down at
+    /// [`connect`](Self::connect) does not make it fail.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> dreamnet_db::Result<()> {
+    /// use dreamnet_db::Store;
+    ///
+    /// let store = Store::builder()
+    ///     .database_url("postgres://app:secret@primary.example.com/dreamnet")
+    ///     .replica_url("postgres://app:secret@replica.example.com/dreamnet")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replica_url(mut self, url: impl Into<String>) -> Self {
+        self.pg.replicas.urls.push(SecretString::from(url.into()));
+        self
+    }
+
+    /// Adds each of `urls` as a [`replica_url`](Self::replica_url); for
+    /// instance the comma-separated `DATABASE_REPLICA_URLS` split on
+    /// commas (blank items are skipped).
+    pub fn replica_urls<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        for url in urls {
+            let url = url.into();
+            if !url.trim().is_empty() {
+                self = self.replica_url(url.trim().to_owned());
+            }
+        }
+        self
+    }
+
+    /// How far behind the primary a replica may be and still take reads.
+    /// Default [`DEFAULT_MAX_REPLICA_LAG`](crate::DEFAULT_MAX_REPLICA_LAG)
+    /// (2 s). Lag is measured to the resolution of
+    /// [`replica_poll_interval`](Self::replica_poll_interval).
+    pub fn max_replica_lag(mut self, lag: Duration) -> Self {
+        self.pg.replicas.max_lag = lag;
+        self
+    }
+
+    /// How often the replicas' lag and health are measured (one short
+    /// query on the primary and one per replica, in the background).
+    /// Default [`DEFAULT_REPLICA_POLL_INTERVAL`](crate::DEFAULT_REPLICA_POLL_INTERVAL)
+    /// (500 ms); at least 1 ms.
+    pub fn replica_poll_interval(mut self, every: Duration) -> Self {
+        self.pg.replicas.poll_interval = every;
+        self
+    }
+
     /// Whether [`connect`](Self::connect) applies pending migrations.
     /// Default off.
     pub fn run_migrations(mut self, on: bool) -> Self {

@@ -60,10 +60,9 @@ pub struct PrivatePg {
 }
 
 impl PrivatePg {
-    /// Runs `initdb` (the server is not started: configure it, then
-    /// [`PrivatePg::start`]). `None` after one line on stderr when the
-    /// binaries are missing, or a panic under `CI=true`.
-    pub async fn init() -> Option<PrivatePg> {
+    /// The binaries, a directory owned by the server's user, a spare
+    /// port: everything but the data directory.
+    fn prepare() -> Option<PrivatePg> {
         let how = "install PostgreSQL's server binaries (initdb, pg_ctl) to run it";
         let bindir = match bindir() {
             Ok(dir) => dir,
@@ -100,7 +99,7 @@ impl PrivatePg {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
         }
-        let mut pg = PrivatePg {
+        Some(PrivatePg {
             data: base.join("data"),
             log: base.join("server.log"),
             base,
@@ -109,7 +108,14 @@ impl PrivatePg {
             as_postgres: owner.is_some(),
             running: false,
             started_once: false,
-        };
+        })
+    }
+
+    /// Runs `initdb` (the server is not started: configure it, then
+    /// [`PrivatePg::start`]). `None` after one line on stderr when the
+    /// binaries are missing, or a panic under `CI=true`.
+    pub async fn init() -> Option<PrivatePg> {
+        let mut pg = PrivatePg::prepare()?;
         let data = pg.data.to_str().unwrap().to_owned();
         pg.run(
             "initdb",
@@ -132,6 +138,47 @@ impl PrivatePg {
             "shared_buffers = 16MB",
         ]);
         pg.set_port(pg.port);
+        Some(pg)
+    }
+
+    /// A streaming replica of `primary` (which must be running), started:
+    /// `pg_basebackup -R` (so it streams from the primary over TCP) into a
+    /// directory of its own, on a spare port, read-only (`hot_standby`).
+    /// Databases made on the primary before or after appear on it too.
+    pub async fn replica_of(primary: &PrivatePg) -> Option<PrivatePg> {
+        let mut pg = PrivatePg::prepare()?;
+        if !pg.bindir.join("pg_basebackup").is_file() {
+            return super::unavailable(
+                "pg_basebackup",
+                "install PostgreSQL's server binaries to run it",
+                "pg_basebackup is missing beside initdb",
+            );
+        }
+        let data = pg.data.to_str().unwrap().to_owned();
+        let port = primary.port.to_string();
+        pg.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        )
+        .await;
+        pg.configure(&["hot_standby = on"]);
+        pg.set_port(pg.port);
+        pg.start().await;
         Some(pg)
     }
 
