@@ -4,6 +4,8 @@
 //! cargo run --example quickstart                    # in memory, nothing to install
 //! DATABASE_URL=postgres://postgres@127.0.0.1/test \
 //!     cargo run --example quickstart                # PostgreSQL: connects, migrates, runs the same
+//! DATABASE_URL=… DATABASE_REPLICA_URLS=postgres://…replica1/test,postgres://…replica2/test \
+//!     cargo run --example quickstart                # lists and counts read from the replicas
 //! ```
 
 use dreamnet_db::{
@@ -16,7 +18,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = match std::env::var("DATABASE_URL") {
         Ok(url) => {
             println!("Connecting to PostgreSQL (DATABASE_URL is set) and applying migrations…");
-            let store = Store::builder().database_url(url).connect().await?;
+            // Read replicas, comma-separated: lists and counts go to them.
+            let replicas = std::env::var("DATABASE_REPLICA_URLS").unwrap_or_default();
+            let store = Store::builder()
+                .database_url(url)
+                .replica_urls(replicas.split(','))
+                .connect()
+                .await?;
             let applied = store.migrate().await?;
             println!("  migrations applied now: {applied:?}");
             store

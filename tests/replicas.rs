@@ -82,11 +82,19 @@ impl Pair {
     }
 
     /// Waits until the replica has replayed everything the primary has
-    /// flushed now.
+    /// written so far (its insert position, less a page header the
+    /// position may point past).
     async fn caught_up(&self) {
         let primary = self.primary.admin().await;
         let row = primary
-            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .query_one(
+                "SELECT (CASE \
+                   WHEN (l - '0/0'::pg_lsn) % 16777216 = 40 THEN l - 40 \
+                   WHEN (l - '0/0'::pg_lsn) % 8192 = 24 THEN l - 24 \
+                   ELSE l END)::text \
+                 FROM pg_current_wal_insert_lsn() AS l",
+                &[],
+            )
             .await
             .unwrap();
         let lsn: String = row.get(0);

@@ -210,25 +210,28 @@ impl Replica {
         self.set_status(DOWN);
     }
 
-    /// A connection, waiting at most the pool's timeout. A failure says
-    /// whether the server refused to be used as a replica.
+    /// A connection, waiting at most the pool's timeout. A replica that
+    /// could not be connected to is marked down (or not a replica, if it
+    /// refused for that); one whose connections were all busy is not.
     async fn conn(&self) -> Option<bb8::PooledConnection<'_, ReplicaManager>> {
-        match self.pool.get().await {
-            Ok(conn) => Some(conn),
-            Err(_) => {
-                let refused = self
-                    .connect_errors
-                    .within(Duration::from_secs(60))
-                    .is_some_and(|e| e.contains(NOT_IN_RECOVERY));
-                if refused {
-                    self.lag_us.store(NO_LAG, Ordering::Relaxed);
-                    self.set_status(NOT_REPLICA);
-                } else {
-                    self.down();
+        let failure = match self.pool.get().await {
+            Ok(conn) => return Some(conn),
+            Err(bb8::RunError::User(e)) => e.to_string(),
+            Err(bb8::RunError::TimedOut) => {
+                match self.connect_errors.within(REPLICA_WAIT * 2) {
+                    Some(e) => e,
+                    // Busy, not broken: the primary serves this read.
+                    None => return None,
                 }
-                None
             }
+        };
+        if failure.contains(NOT_IN_RECOVERY) {
+            self.lag_us.store(NO_LAG, Ordering::Relaxed);
+            self.set_status(NOT_REPLICA);
+        } else {
+            self.down();
         }
+        None
     }
 }
 
@@ -516,7 +519,8 @@ impl Replicas {
     pub(crate) async fn wrote(&self, conn: &mut AsyncPgConnection) {
         match position(conn, INSERTED).await {
             Ok(Position { lsn: Some(lsn), .. }) => {
-                self.written.fetch_max(lsn.max(0) as u64, Ordering::Relaxed);
+                self.written
+                    .fetch_max(record_end(lsn.max(0) as u64), Ordering::Relaxed);
             }
             _ => {
                 let until = self.epoch.elapsed() + self.max_lag + self.poll_interval;
@@ -552,6 +556,28 @@ impl Replicas {
     }
 }
 
+/// The end of the last record inserted, given `pg_current_wal_insert_lsn()`
+/// (as bytes). When that record ended exactly at a page boundary, the
+/// function points past the next page's header, where a replica that has
+/// replayed everything never gets (its replayed position is the record's
+/// end): that header is taken off. No record ends right after a page
+/// header, so the position is never moved below a record's end; pages
+/// (8 KiB, PostgreSQL's default) of other sizes only miss the adjustment,
+/// sending reads to the primary until more WAL is written.
+fn record_end(inserted: u64) -> u64 {
+    const PAGE: u64 = 8192;
+    const SEGMENT: u64 = 16 * 1024 * 1024;
+    const SHORT_HEADER: u64 = 24;
+    const LONG_HEADER: u64 = 40;
+    if inserted % SEGMENT == LONG_HEADER {
+        inserted - LONG_HEADER
+    } else if inserted % PAGE == SHORT_HEADER {
+        inserted - SHORT_HEADER
+    } else {
+        inserted
+    }
+}
+
 /// The lag of a replica that has replayed up to `replayed`: the age of the
 /// oldest primary position in `samples` (oldest first) past it, or zero if
 /// it has replayed them all.
@@ -577,6 +603,15 @@ mod tests {
         assert_eq!(lag(&samples, 150, now), Duration::from_millis(2000));
         assert_eq!(lag(&samples, 0, now), Duration::from_millis(3000));
         assert_eq!(lag(&VecDeque::new(), 0, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_position_past_a_page_header_is_the_record_end_before_it() {
+        assert_eq!(record_end(8192 * 5 + 24), 8192 * 5);
+        assert_eq!(record_end(16 * 1024 * 1024 * 3 + 40), 16 * 1024 * 1024 * 3);
+        assert_eq!(record_end(8192 * 5 + 48), 8192 * 5 + 48);
+        assert_eq!(record_end(8192 * 5), 8192 * 5);
+        assert_eq!(record_end(0), 0);
     }
 
     #[test]
