@@ -392,7 +392,10 @@ fn interleaved(
     let after = cached.cache_stats().unwrap();
     if let Some(tiered) = tiered {
         let t = tiered.cache_stats().unwrap();
-        println!("\nlocal tier during the latency rounds: {} hits, {} misses", t.local_hits, t.local_misses);
+        println!(
+            "\nlocal tier during the latency rounds: {} hits, {} misses",
+            t.local_hits, t.local_misses
+        );
     }
     println!(
         "\nlatency, {ROUNDS} rounds of the reads in turn on one task (µs; cached reads: \
@@ -485,9 +488,23 @@ mod local {
                 ("users.get", false, 1_000u64),
                 ("api_keys.validate", true, 2_000),
             ] {
-                phase(rt, &store, data, &format!("{what}, tier {share} %, cold"), keys, seed + 7);
+                phase(
+                    rt,
+                    &store,
+                    data,
+                    &format!("{what}, tier {share} %, cold"),
+                    keys,
+                    seed + 7,
+                );
                 let before = store.cache_stats().unwrap();
-                phase(rt, &store, data, &format!("{what}, tier {share} %, warm"), keys, seed + 8);
+                phase(
+                    rt,
+                    &store,
+                    data,
+                    &format!("{what}, tier {share} %, warm"),
+                    keys,
+                    seed + 8,
+                );
                 let after = store.cache_stats().unwrap();
                 let hits = after.local_hits - before.local_hits;
                 let misses = after.local_misses - before.local_misses;

@@ -253,8 +253,8 @@ async fn parent() {
     let restart_rounds = arg("--restart-rounds", 2_000);
     let total = rounds + restart_rounds;
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut redis = PrivateRedis::start();
-    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut redis = Some(PrivateRedis::start());
+    let redis_url = format!("redis://127.0.0.1:{}", redis.as_ref().unwrap().port);
     let prefix = format!("propagation:{}:", Uuid::new_v4().simple());
     let store = Store::builder()
         .database_url(url.clone())
@@ -329,20 +329,21 @@ async fn parent() {
     let mut during = Vec::with_capacity(restart_rounds);
     let mut restarted_at: Option<u64> = None;
     let mut restart = None;
-    for i in 0..total {
+    for (i, &key) in keys.iter().enumerate() {
         if i == rounds {
-            redis.kill();
+            let mut r = redis.take().expect("running");
+            r.kill();
             eprintln!("Redis killed at round {i}");
             restart = Some(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                redis.spawn();
-                (redis, now_ns())
+                r.spawn();
+                (r, now_ns())
             }));
         }
         if let Some(h) = &restart {
             if h.is_finished() {
                 let (r, t) = restart.take().unwrap().await.unwrap();
-                redis = r;
+                redis = Some(r);
                 restarted_at = Some(t);
                 eprintln!("Redis answering again at round {i}");
             }
@@ -354,7 +355,7 @@ async fn parent() {
         assert_eq!(f.next(), Some("a"));
         assert_eq!(f.next(), Some(i.to_string().as_str()));
         let tier = f.next() == Some("1");
-        store.api_keys().revoke(keys[i]).await.unwrap();
+        store.api_keys().revoke(key).await.unwrap();
         let returned = now_ns();
         let report = rx.recv().await.unwrap();
         let f: Vec<u64> = report
@@ -379,7 +380,7 @@ async fn parent() {
     }
     if let Some(h) = restart.take() {
         let (r, t) = h.await.unwrap();
-        redis = r;
+        redis = Some(r);
         restarted_at = Some(t);
     }
     writeln!(to_child, "done").unwrap();

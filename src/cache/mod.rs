@@ -43,6 +43,23 @@
 //! either: a deleted user gets a tombstone that outlives every lease taken
 //! before it, and a key record is filled only if its user has none.
 //!
+//! Every invalidation also publishes the names of the records it dropped
+//! on the channel `{prefix}inv`, in the same script as the deletion.
+//!
+//! # The local tier (feature `local-cache`)
+//!
+//! [`StoreBuilder::local_cache`] adds a process-local tier (moka) in front
+//! of all this, for users and API key records. It subscribes to the
+//! invalidation channel and serves only while subscribed: a lost channel
+//! (Redis restarted, the connection cut, a `PING` unanswered) empties it at
+//! once. Fills race the messages and are checked against them after they
+//! land (see `local.rs`). It holds records only: credits, per-key rate
+//! limits and any other rule decided atomically across processes are never
+//! answered from it, and must not be added to a cached record. Invalidations
+//! that a future write path needs go through the one `RedisCache::invalidate`,
+//! which drops this process's local entries, deletes the Redis entries and
+//! publishes, so every tier follows.
+//!
 //! # When Redis is down or slow
 //!
 //! Every Redis call is bounded by [`StoreBuilder::redis_timeout`]. A call
@@ -86,6 +103,7 @@
 //! [`Store::cache_stats`]: crate::Store::cache_stats
 //! [`StoreBuilder::redis_url`]: crate::StoreBuilder::redis_url
 //! [`StoreBuilder::redis_timeout`]: crate::StoreBuilder::redis_timeout
+//! [`StoreBuilder::local_cache`]: https://docs.rs/dreamnet-db/latest/dreamnet_db/struct.StoreBuilder.html#method.local_cache
 
 #[cfg(feature = "redis")]
 mod backend;
