@@ -222,6 +222,36 @@ struct Round {
     accepted_after: u64,
 }
 
+/// The restart phase's figures: delays, stale serves, and how long after
+/// Redis answered again the child's tier served again.
+fn report_restart(
+    during: &[Round],
+    restarted_at: Option<u64>,
+    srx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    summary(
+        "restart phase (Redis killed at its start, back 1 s later)",
+        during,
+    );
+    let stale: u64 = during.iter().map(|r| r.accepted_after).sum();
+    println!("  stale serves: {stale} acceptances after a refusal");
+    let mut serving_again = None;
+    while let Ok(line) = srx.try_recv() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let t: u64 = f[2].parse().unwrap();
+        if f[1] == "serving" && restarted_at.is_some_and(|r| t >= r) && serving_again.is_none() {
+            serving_again = Some(t);
+        }
+    }
+    match (restarted_at, serving_again) {
+        (Some(r), Some(s)) => println!(
+            "  the child's tier served again {} ms after Redis answered",
+            (s - r) / 1_000_000
+        ),
+        _ => println!("  the child's tier did not serve again within the phase"),
+    }
+}
+
 fn summary(name: &str, rounds: &[Round]) -> u64 {
     let mut delay = Histogram::<u64>::new(3).unwrap();
     let mut refused = Histogram::<u64>::new(3).unwrap();
@@ -330,7 +360,7 @@ async fn parent() {
     let mut restarted_at: Option<u64> = None;
     let mut restart = None;
     for (i, &key) in keys.iter().enumerate() {
-        if i == rounds {
+        if i == 0 && restart_rounds > 0 {
             let mut r = redis.take().expect("running");
             r.kill();
             eprintln!("Redis killed at round {i}");
@@ -369,55 +399,27 @@ async fn parent() {
             tier,
             accepted_after: f[3],
         };
-        if i < rounds {
-            normal.push(round);
-        } else {
+        if i < restart_rounds {
             during.push(round);
-        }
-        if (i + 1) % 2000 == 0 {
-            eprintln!("{} rounds", i + 1);
+            if i + 1 == restart_rounds {
+                report_restart(&during, restarted_at, &mut srx);
+            }
+        } else {
+            normal.push(round);
+            if normal.len() % 1000 == 0 {
+                summary(&format!("normal phase, first {}", normal.len()), &normal);
+            }
         }
     }
     if let Some(h) = restart.take() {
-        let (r, t) = h.await.unwrap();
+        let (r, _) = h.await.unwrap();
         redis = Some(r);
-        restarted_at = Some(t);
     }
     writeln!(to_child, "done").unwrap();
     drop(to_child);
     let _ = child.wait();
-    let mut serving_again = None;
-    while let Ok(line) = srx.try_recv() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let t: u64 = f[2].parse().unwrap();
-        match f[1] {
-            "serving" if restarted_at.is_some_and(|r| t >= r) && serving_again.is_none() => {
-                serving_again = Some(t)
-            }
-            _ => {}
-        }
-    }
-
     println!();
-    let max = summary("normal phase", &normal);
-    if !during.is_empty() {
-        summary(
-            "restart phase (Redis killed at its start, back 1 s later)",
-            &during,
-        );
-        let late = during.iter().filter(|r| r.delay_us > max).count();
-        let stale: u64 = during.iter().map(|r| r.accepted_after).sum();
-        println!(
-            "  stale serves: {stale} acceptances after a refusal; {late} rounds with a delay above the normal phase's max ({max} us)"
-        );
-        match (restarted_at, serving_again) {
-            (Some(r), Some(s)) => println!(
-                "  the child's tier served again {} ms after Redis answered",
-                (s - r) / 1_000_000
-            ),
-            _ => println!("  the child's tier did not serve again before the end"),
-        }
-    }
+    summary("normal phase", &normal);
     for id in keys {
         let _ = store.api_keys().revoke(id).await;
     }
