@@ -377,7 +377,7 @@ impl StoreBuilder {
     /// delay, instead of on the very next validation. Every invalidation
     /// is published by Redis in the same script that deletes the record,
     /// and every tier drops the named records when the message arrives
-    /// (under a millisecond on one machine, see BENCHMARKS.md); the process
+    /// (p99 3.8 ms between two processes on one loaded machine, see BENCHMARKS.md); the process
     /// that wrote drops them before its write returns. If the tier's
     /// subscription is lost (Redis restarted, the connection cut, a `PING`
     /// unanswered within [`redis_timeout`](Self::redis_timeout)), the tier
