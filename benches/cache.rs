@@ -9,6 +9,12 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1/dreamnet_bench cargo bench --features redis --bench cache
 //! ```
 //!
+//! With `--features local-cache`, the same run adds the process-local tier:
+//! its hit ratio on the same Zipf workload with the tier sized at 1 %,
+//! 10 % and 100 % of the keys, and its hot user read and key validation in
+//! the interleaved latency table, beside the Redis-cached path and a plain
+//! Redis `GET`.
+//!
 //! `DATABASE_URL` must name a database the benchmark may fill: it is
 //! migrated and seeded (once) with 100,000 users and one API key each
 //! (`cachebench-*` emails, service `cachebench`). Redis is `REDIS_URL`, or
@@ -140,13 +146,17 @@ fn main() {
         .expect("connect with Redis");
 
     hit_ratio(&rt, &data, &cached);
+    #[cfg(feature = "local-cache")]
+    let tiered = Some(local::hit_ratios(&rt, &data, &prefix));
+    #[cfg(not(feature = "local-cache"))]
+    let tiered: Option<Store> = None;
 
     let mut c = Criterion::default()
         .sample_size(50)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    latency(&mut c, &rt, &data, &cached, &prefix);
+    latency(&mut c, &rt, &data, &cached, tiered.as_ref(), &prefix);
     c.final_summary();
     rt.block_on(drop_prefix(&data.redis_url, &prefix));
 }
@@ -194,13 +204,21 @@ fn phase(rt: &Runtime, store: &Store, data: &Data, what: &str, keys: bool, seed:
         }
     });
     let elapsed = started.elapsed();
-    let (hits, misses, bypassed) = delta(store.cache_stats().unwrap(), before);
-    let reads = hits + misses + bypassed;
+    let after = store.cache_stats().unwrap();
+    let (hits, misses, bypassed) = delta(after, before);
+    let local = after.local_hits - before.local_hits;
+    let redis_reads = hits + misses + bypassed;
+    let reads = redis_reads + local;
+    let local = if local > 0 {
+        format!(", {local} from the local tier first")
+    } else {
+        String::new()
+    };
     println!(
-        "{what:<34} {reads} reads in {elapsed:.1?} ({:.0}/s): hits {hits}, misses {misses}, \
-         bypassed {bypassed}, hit ratio {:.1} %",
+        "{what:<34} {reads} reads in {elapsed:.1?} ({:.0}/s){local}: Redis hits {hits}, misses {misses}, \
+         bypassed {bypassed}, Redis hit ratio {:.1} %",
         reads as f64 / elapsed.as_secs_f64(),
-        100.0 * hits as f64 / reads.max(1) as f64
+        100.0 * hits as f64 / redis_reads.max(1) as f64
     );
 }
 
@@ -228,7 +246,14 @@ fn hit_ratio(rt: &Runtime, data: &Data, store: &Store) {
     );
 }
 
-fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix: &str) {
+fn latency(
+    c: &mut Criterion,
+    rt: &Runtime,
+    data: &Data,
+    cached: &Store,
+    tiered: Option<&Store>,
+    prefix: &str,
+) {
     // The hottest user and key: cached after the phases above.
     let hot = permutation(USERS)[0];
     let (user, key) = (data.users[hot], data.keys[hot].clone());
@@ -236,6 +261,12 @@ fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix:
         cached.users().get(user).await.unwrap();
         for _ in 0..3 {
             cached.api_keys().validate(&key).await.unwrap();
+        }
+        if let Some(tiered) = tiered {
+            for _ in 0..3 {
+                tiered.users().get(user).await.unwrap();
+                tiered.api_keys().validate(&key).await.unwrap();
+            }
         }
     });
     let plain = rt
@@ -255,7 +286,7 @@ fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix:
         .expect("redis");
     let record_key = format!("{prefix}u:{}", user.simple());
 
-    interleaved(rt, cached, &plain, &redis, user, &key, &record_key);
+    interleaved(rt, cached, tiered, &plain, &redis, user, &key, &record_key);
 
     let mut g = c.benchmark_group("cache");
     g.bench_function("redis_get_plain", |b| {
@@ -280,6 +311,16 @@ fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix:
         b.to_async(rt)
             .iter(|| async { cached.api_keys().validate(&key).await.unwrap() })
     });
+    if let Some(tiered) = tiered {
+        g.bench_function("users_get_local_tier", |b| {
+            b.to_async(rt)
+                .iter(|| async { tiered.users().get(user).await.unwrap() })
+        });
+        g.bench_function("api_keys_validate_local_tier", |b| {
+            b.to_async(rt)
+                .iter(|| async { tiered.api_keys().validate(&key).await.unwrap() })
+        });
+    }
     g.bench_function("users_get_postgres_only", |b| {
         b.to_async(rt)
             .iter(|| async { plain.users().get(user).await.unwrap() })
@@ -295,9 +336,11 @@ fn latency(c: &mut Criterion, rt: &Runtime, data: &Data, cached: &Store, prefix:
 
 /// The same five reads taken in turn, round after round, so that all see
 /// the same machine load: percentiles per read.
+#[allow(clippy::too_many_arguments)]
 fn interleaved(
     rt: &Runtime,
     cached: &Store,
+    tiered: Option<&Store>,
     plain: &Store,
     redis: &redis::aio::ConnectionManager,
     user: Uuid,
@@ -305,13 +348,17 @@ fn interleaved(
     record_key: &str,
 ) {
     const ROUNDS: usize = 20_000;
-    let names = [
+    let mut names = vec![
         "redis GET (plain)",
         "users.get, cached",
         "api_keys.validate, cached",
         "users.get, PostgreSQL only",
         "api_keys.validate, PostgreSQL only",
     ];
+    if tiered.is_some() {
+        names.push("users.get, local tier");
+        names.push("api_keys.validate, local tier");
+    }
     let mut hists: Vec<hdrhistogram::Histogram<u64>> = names
         .iter()
         .map(|_| hdrhistogram::Histogram::new(3).unwrap())
@@ -334,15 +381,24 @@ fn interleaved(
                     1 => drop(cached.users().get(user).await.unwrap()),
                     2 => drop(cached.api_keys().validate(key).await.unwrap()),
                     3 => drop(plain.users().get(user).await.unwrap()),
-                    _ => drop(plain.api_keys().validate(key).await.unwrap()),
+                    4 => drop(plain.api_keys().validate(key).await.unwrap()),
+                    5 => drop(tiered.unwrap().users().get(user).await.unwrap()),
+                    _ => drop(tiered.unwrap().api_keys().validate(key).await.unwrap()),
                 }
                 hist.record(start.elapsed().as_nanos() as u64).unwrap();
             }
         }
     });
     let after = cached.cache_stats().unwrap();
+    if let Some(tiered) = tiered {
+        let t = tiered.cache_stats().unwrap();
+        println!(
+            "\nlocal tier during the latency rounds: {} hits, {} misses",
+            t.local_hits, t.local_misses
+        );
+    }
     println!(
-        "\nlatency, {ROUNDS} rounds of the five reads in turn on one task (µs; cached reads: \
+        "\nlatency, {ROUNDS} rounds of the reads in turn on one task (µs; cached reads: \
          {} hits, {} misses):",
         after.hits - before.hits,
         after.misses - before.misses
@@ -392,5 +448,76 @@ async fn drop_prefix(redis_url: &str, prefix: &str) {
             return;
         }
         cursor = next;
+    }
+}
+
+/// The process-local tier on the same workload.
+#[cfg(feature = "local-cache")]
+mod local {
+    use super::*;
+
+    /// Runs the Zipf phases (users, then keys; each cold, then warm) on a
+    /// store whose local tier holds 1 %, 10 % and 100 % of the keys, in
+    /// front of the Redis cache the earlier phases warmed; prints the local
+    /// hit ratio of the warm phases. Returns the 100 % store.
+    pub(super) fn hit_ratios(rt: &Runtime, data: &Data, prefix: &str) -> Store {
+        println!(
+            "local tier hit ratio: the same Zipf phases, tier sized at a share of the {USERS} keys \
+             (users and keys each)"
+        );
+        let mut last = None;
+        for share in [1u64, 10, 100] {
+            let entries = USERS as u64 * share / 100;
+            let store = rt
+                .block_on(
+                    Store::builder()
+                        .database_url(data.url.clone())
+                        .max_connections(TASKS as u32)
+                        .redis_url(data.redis_url.clone())
+                        .cache_prefix(prefix.to_owned())
+                        .local_cache(entries)
+                        .connect(),
+                )
+                .expect("connect with Redis");
+            rt.block_on(async {
+                while !store.cache_stats().unwrap().local_serving {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            for (what, keys, seed) in [
+                ("users.get", false, 1_000u64),
+                ("api_keys.validate", true, 2_000),
+            ] {
+                phase(
+                    rt,
+                    &store,
+                    data,
+                    &format!("{what}, tier {share} %, cold"),
+                    keys,
+                    seed + 7,
+                );
+                let before = store.cache_stats().unwrap();
+                phase(
+                    rt,
+                    &store,
+                    data,
+                    &format!("{what}, tier {share} %, warm"),
+                    keys,
+                    seed + 8,
+                );
+                let after = store.cache_stats().unwrap();
+                let hits = after.local_hits - before.local_hits;
+                let misses = after.local_misses - before.local_misses;
+                println!(
+                    "  -> tier {share:>3} % ({entries} entries), {what:<18} warm local hit ratio {:.1} % \
+                     ({hits} local hits, {misses} local misses, {} held)",
+                    100.0 * hits as f64 / (hits + misses).max(1) as f64,
+                    after.local_entries
+                );
+            }
+            last = Some(store);
+        }
+        println!();
+        last.expect("three sizes")
     }
 }

@@ -1,5 +1,6 @@
-//! The store against a hand-written `tokio-postgres` program, on the same
-//! data, in the same run.
+//! The store against a hand-written `tokio-postgres` program (the raw
+//! limit) and against `sqlx` (the usual alternative data layer in Rust), on
+//! the same data, in the same run.
 //!
 //! ```text
 //! DATABASE_URL=postgres://postgres@127.0.0.1/dreamnet_bench cargo bench --bench postgres
@@ -8,7 +9,11 @@
 //! `DATABASE_URL` must name a database the benchmark may fill: it is
 //! migrated and seeded (once) with 100,000 users, 100,000 API keys and
 //! 1,000,000 events. Both sides connect without TLS (`sslmode=disable` is
-//! added unless the URL sets `sslmode`), so they pay the same.
+//! added unless the URL sets `sslmode`), so they pay the same. The `sqlx`
+//! side uses its pool and its default statement cache (prepared once per
+//! connection, as the store and the raw side do), rows read with
+//! `Row::get`, and the 10,000-event batch as one `INSERT … SELECT FROM
+//! UNNEST` of arrays, the idiom for bulk inserts in `sqlx`.
 
 mod common;
 
@@ -179,6 +184,30 @@ fn main() {
     c.final_summary();
 }
 
+fn sqlx_pool(rt: &Runtime, data: &Data, pool: u32) -> sqlx::PgPool {
+    rt.block_on(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(pool)
+            .min_connections(pool)
+            .connect(&data.url),
+    )
+    .expect("sqlx connects")
+}
+
+fn sqlx_user(r: &sqlx::postgres::PgRow) -> RawUser {
+    use sqlx::Row;
+    RawUser {
+        id: r.get(0),
+        email: r.get(1),
+        wallet: r.get(2),
+        tier: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+        metadata: r.get(6),
+        preferences: r.get(7),
+    }
+}
+
 fn store(rt: &Runtime, data: &Data, pool: u32) -> Store {
     rt.block_on(
         Store::builder()
@@ -206,6 +235,19 @@ fn point_reads(c: &mut Criterion, rt: &Runtime, data: &Data) {
         b.to_async(rt).iter(|| async {
             let id = data.users[pick.next(USERS)];
             raw_user(&client.query_one(&stmt, &[&id]).await.unwrap())
+        })
+    });
+    let pool = sqlx_pool(rt, data, 1);
+    g.bench_function("sqlx", |b| {
+        b.to_async(rt).iter(|| async {
+            let id = data.users[pick.next(USERS)];
+            sqlx_user(
+                &sqlx::query(USER_SQL)
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap(),
+            )
         })
     });
     g.finish();
@@ -276,6 +318,37 @@ fn concurrent_reads(c: &mut Criterion, rt: &Runtime, data: &Data) {
             }
         })
     });
+    let pool = sqlx_pool(rt, data, TASKS as u32);
+    g.bench_function("sqlx", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (pool, users) = (pool.clone(), users.clone());
+            async move {
+                let per_task = (iters as usize).div_ceil(TASKS);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let (pool, users) = (pool.clone(), users.clone());
+                        tokio::spawn(async move {
+                            for i in 0..per_task {
+                                let id = users[(t * 12_289 + i * 7_919) % USERS];
+                                sqlx_user(
+                                    &sqlx::query(USER_SQL)
+                                        .bind(id)
+                                        .fetch_one(&pool)
+                                        .await
+                                        .unwrap(),
+                                );
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
     g.finish();
 }
 
@@ -303,6 +376,22 @@ fn key_validation(c: &mut Criterion, rt: &Runtime, data: &Data) {
             let key = &data.keys[pick.next(USERS)];
             let hash = ApiKeySecret::parse(key).unwrap().hash();
             let row = client.query_one(&stmt, &[&hash]).await.unwrap();
+            let revoked: Option<DateTime<Utc>> = row.get(7);
+            assert!(revoked.is_none());
+            row
+        })
+    });
+    let pool = sqlx_pool(rt, data, 1);
+    g.bench_function("sqlx", |b| {
+        b.to_async(rt).iter(|| async {
+            use sqlx::Row;
+            let key = &data.keys[pick.next(USERS)];
+            let hash = ApiKeySecret::parse(key).unwrap().hash();
+            let row = sqlx::query(KEY_SQL)
+                .bind(hash)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
             let revoked: Option<DateTime<Utc>> = row.get(7);
             assert!(revoked.is_none());
             row
@@ -378,6 +467,30 @@ fn event_writes(c: &mut Criterion, rt: &Runtime, data: &Data) {
                 w.as_mut().write(&row).await.unwrap();
             }
             w.finish().await.unwrap()
+        })
+    });
+    let pool = sqlx_pool(rt, data, 1);
+    g.bench_function(BenchmarkId::new("sqlx", "insert_unnest"), |b| {
+        b.to_async(rt).iter(|| async {
+            let now = Utc::now();
+            let ids: Vec<Uuid> = (0..BATCH).map(|_| Uuid::now_v7()).collect();
+            let users: Vec<Uuid> = (0..BATCH).map(|i| data.users[i % USERS]).collect();
+            let types: Vec<&str> = vec!["bench.write"; BATCH];
+            let payloads: Vec<Value> = (0..BATCH).map(|i| json!({"n": i})).collect();
+            let times: Vec<DateTime<Utc>> = vec![now; BATCH];
+            sqlx::query(
+                "INSERT INTO events (id, user_id, event_type, payload, created_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::varchar[], $4::jsonb[], $5::timestamptz[])",
+            )
+            .bind(ids)
+            .bind(users)
+            .bind(types)
+            .bind(payloads)
+            .bind(times)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected()
         })
     });
     g.finish();

@@ -79,6 +79,8 @@ pub use backend::{
     DEFAULT_MEDIA_ROOT, MediaStorage, PoolState, ReplicaState, ReplicaStatus,
 };
 pub use cache::CacheStats;
+#[cfg(feature = "local-cache")]
+pub use cache::DEFAULT_LOCAL_CACHE_TTL;
 #[cfg(feature = "redis")]
 pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use clock::{Clock, ManualClock, SystemClock};

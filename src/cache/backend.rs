@@ -102,12 +102,35 @@ impl CachedBackend {
         Ok(user)
     }
 
-    /// A user by email or wallet: index entry, then record, each checked.
+    /// A user by email or wallet: from the local tier if it has them, else
+    /// through Redis (filling the tier).
     async fn find_user(&self, identity: Identity<'_>) -> Result<Option<User>> {
         let index = match identity {
             Identity::Email(e) => self.cache.keys().email(e),
             Identity::Wallet(w) => self.cache.keys().wallet(w),
         };
+        #[cfg(feature = "local-cache")]
+        let ticket = match self.cache.local() {
+            Some(tier) => match tier.user_via(&index, |u| identity.belongs_to(u)) {
+                Some(user) => return Ok(Some(user)),
+                None => tier.ticket(),
+            },
+            None => None,
+        };
+        let user = self.find_user_in_redis(identity, index.clone()).await?;
+        #[cfg(feature = "local-cache")]
+        if let (Some(t), Some(u), Some(tier)) = (ticket, &user, self.cache.local()) {
+            tier.fill_user(t, u, Some(&index));
+        }
+        Ok(user)
+    }
+
+    /// A user by email or wallet: index entry, then record, each checked.
+    async fn find_user_in_redis(
+        &self,
+        identity: Identity<'_>,
+        index: String,
+    ) -> Result<Option<User>> {
         let prefix = self.cache.keys().user_record_prefix();
         let found = self.cache.follow(&index, &prefix).await;
         let indexed = matches!(found, Lookup::Hit(_));
@@ -158,40 +181,8 @@ impl CachedBackend {
         Ok(user)
     }
 
-    async fn find_user_in_inner(&self, identity: Identity<'_>) -> Result<Option<User>> {
-        match identity {
-            Identity::Email(e) => self.inner.find_user_by_email(e).await,
-            Identity::Wallet(w) => self.inner.find_user_by_wallet(w).await,
-        }
-    }
-
-    async fn invalidate_user(&self, id: Uuid) {
-        self.cache
-            .invalidate(Invalidation::Record(self.cache.keys().user(id)))
-            .await;
-    }
-
-    async fn invalidate_key(&self, id: Uuid) {
-        self.cache
-            .invalidate(Invalidation::Record(self.cache.keys().key(id)))
-            .await;
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for CachedBackend {
-    // ---- users ----
-
-    /// Misses are never cached, so a new user has nothing to invalidate.
-    async fn create_user(&self, user: User) -> Result<User> {
-        self.inner.create_user(user).await
-    }
-
-    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
-        self.inner.create_user_with_key(user, key).await
-    }
-
-    async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+    /// A user by id through Redis.
+    async fn get_user_in_redis(&self, id: Uuid) -> Result<Option<User>> {
         match self.cache.get(&self.cache.keys().user(id)).await {
             Lookup::Hit(json) => {
                 if let Some(user) = decode::<User>(&json).filter(|u| u.id == id) {
@@ -209,54 +200,9 @@ impl Backend for CachedBackend {
         self.read_user_through(id).await
     }
 
-    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
-        self.find_user(Identity::Email(email)).await
-    }
-
-    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
-        self.find_user(Identity::Wallet(wallet)).await
-    }
-
-    /// Invalidates the user's record whatever the outcome (an error may
-    /// come after the commit). Index entries of the old email or wallet
-    /// need nothing: they lead to this record, which no longer matches.
-    async fn update_user(
-        &self,
-        id: Uuid,
-        update: &UserUpdate,
-        settings: &Settings,
-    ) -> Result<User> {
-        let result = self.inner.update_user(id, update, settings).await;
-        self.invalidate_user(id).await;
-        result
-    }
-
-    async fn delete_user(&self, id: Uuid) -> Result<()> {
-        // The keys the deletion takes with it, as far as the database knows
-        // now; the Redis side also knows which of them it has cached.
-        let keys = match self.inner.list_keys(id).await {
-            Ok(keys) => keys.into_iter().map(|k| k.id).collect(),
-            Err(_) => Vec::new(),
-        };
-        let result = self.inner.delete_user(id).await;
-        self.cache
-            .invalidate(Invalidation::UserDeleted { user: id, keys })
-            .await;
-        result
-    }
-
-    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
-        self.inner.list_users(after, limit).await
-    }
-
-    // ---- API keys ----
-
-    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
-        self.inner.insert_key(row).await
-    }
-
-    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        let index = self.cache.keys().key_by_hash(hash);
+    /// A key's record by its hash through Redis.
+    async fn find_key_in_redis(&self, hash: &str, index: &str) -> Result<Option<ApiKey>> {
+        let index = index.to_owned();
         let prefix = self.cache.keys().key_record_prefix();
         match self.cache.follow(&index, &prefix).await {
             Lookup::Down => {
@@ -311,6 +257,122 @@ impl Backend for CachedBackend {
                 Ok(key)
             }
         }
+    }
+
+    async fn find_user_in_inner(&self, identity: Identity<'_>) -> Result<Option<User>> {
+        match identity {
+            Identity::Email(e) => self.inner.find_user_by_email(e).await,
+            Identity::Wallet(w) => self.inner.find_user_by_wallet(w).await,
+        }
+    }
+
+    async fn invalidate_user(&self, id: Uuid) {
+        self.cache
+            .invalidate(Invalidation::Record(self.cache.keys().user(id)))
+            .await;
+    }
+
+    async fn invalidate_key(&self, id: Uuid) {
+        self.cache
+            .invalidate(Invalidation::Record(self.cache.keys().key(id)))
+            .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for CachedBackend {
+    // ---- users ----
+
+    /// Misses are never cached, so a new user has nothing to invalidate.
+    async fn create_user(&self, user: User) -> Result<User> {
+        self.inner.create_user(user).await
+    }
+
+    async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
+        self.inner.create_user_with_key(user, key).await
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>> {
+        #[cfg(feature = "local-cache")]
+        let ticket = match self.cache.local() {
+            Some(tier) => match tier.user(id) {
+                Some(user) => return Ok(Some(user)),
+                None => tier.ticket(),
+            },
+            None => None,
+        };
+        let user = self.get_user_in_redis(id).await?;
+        #[cfg(feature = "local-cache")]
+        if let (Some(t), Some(u), Some(tier)) = (ticket, &user, self.cache.local()) {
+            tier.fill_user(t, u, None);
+        }
+        Ok(user)
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        self.find_user(Identity::Email(email)).await
+    }
+
+    async fn find_user_by_wallet(&self, wallet: &WalletAddress) -> Result<Option<User>> {
+        self.find_user(Identity::Wallet(wallet)).await
+    }
+
+    /// Invalidates the user's record whatever the outcome (an error may
+    /// come after the commit). Index entries of the old email or wallet
+    /// need nothing: they lead to this record, which no longer matches.
+    async fn update_user(
+        &self,
+        id: Uuid,
+        update: &UserUpdate,
+        settings: &Settings,
+    ) -> Result<User> {
+        let result = self.inner.update_user(id, update, settings).await;
+        self.invalidate_user(id).await;
+        result
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<()> {
+        // The keys the deletion takes with it, as far as the database knows
+        // now; the Redis side also knows which of them it has cached.
+        let keys = match self.inner.list_keys(id).await {
+            Ok(keys) => keys.into_iter().map(|k| k.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let result = self.inner.delete_user(id).await;
+        self.cache
+            .invalidate(Invalidation::UserDeleted { user: id, keys })
+            .await;
+        result
+    }
+
+    async fn list_users(&self, after: Option<Cursor>, limit: usize) -> Result<Vec<User>> {
+        self.inner.list_users(after, limit).await
+    }
+
+    // ---- API keys ----
+
+    async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
+        self.inner.insert_key(row).await
+    }
+
+    /// The key's record from the local tier if it has it, else through
+    /// Redis (filling the tier).
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let index = self.cache.keys().key_by_hash(hash);
+        #[cfg(feature = "local-cache")]
+        let ticket = match self.cache.local() {
+            Some(tier) => match tier.key_via(&index) {
+                Some(key) => return Ok(Some(key)),
+                None => tier.ticket(),
+            },
+            None => None,
+        };
+        let key = self.find_key_in_redis(hash, &index).await?;
+        #[cfg(feature = "local-cache")]
+        if let (Some(t), Some(k), Some(tier)) = (ticket, &key, self.cache.local()) {
+            tier.fill_key(t, k, &index);
+        }
+        Ok(key)
     }
 
     /// `last_used` moved: drop the cached record, so the next validation

@@ -102,30 +102,37 @@ redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 return 1
 ";
 
-/// Drops records and their leases, and leaves each a marker.
-/// KEYS: records. ARGV: marker TTL in ms.
+/// Drops records and their leases, leaves each a marker, and publishes
+/// their names (for local tiers, see `local.rs`) in the same step.
+/// KEYS: records. ARGV: marker TTL in ms, invalidation channel.
 const INVALIDATE: &str = r"
 for _, record in ipairs(KEYS) do
   redis.call('DEL', record, record .. ':lease')
   redis.call('SET', record .. ':inv', '1', 'PX', ARGV[1])
 end
+redis.call('PUBLISH', ARGV[2], table.concat(KEYS, ' '))
 return #KEYS
 ";
 
 /// A user was deleted: tombstone, then drop the user's record (leaving a
 /// marker) and every key record cached for them (and those the database
 /// listed), with leases.
+/// Publishes every record name it dropped, as [`INVALIDATE`] does.
 /// KEYS: record, record lease, key set, tombstone, record marker.
-/// ARGV: marker TTL in ms, key record prefix, key ids….
+/// ARGV: marker TTL in ms, key record prefix, invalidation channel, key
+/// ids….
 const USER_DELETED: &str = r"
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
 redis.call('SET', KEYS[5], '1', 'PX', ARGV[1])
 local ids = redis.call('SMEMBERS', KEYS[3])
-for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local names = {KEYS[1]}
 for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[2] .. id, ARGV[2] .. id .. ':lease')
+  names[#names + 1] = ARGV[2] .. id
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[3], table.concat(names, ' '))
 return #ids
 ";
 
@@ -202,6 +209,11 @@ pub(crate) struct RedisCache {
     /// Whether the last call failed (to log the recovery once).
     failing: AtomicBool,
     last_warn: Mutex<Option<Instant>>,
+    /// Where every invalidation is published.
+    channel: String,
+    /// The process-local tier, if the store has one.
+    #[cfg(feature = "local-cache")]
+    local: Option<Arc<super::local::LocalTier>>,
 }
 
 /// Never shows the connection (its URL may hold a password).
@@ -250,7 +262,27 @@ impl RedisCache {
             skip_until_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             last_warn: Mutex::new(None),
+            channel: invalidation_channel(&s.prefix),
+            #[cfg(feature = "local-cache")]
+            local: s
+                .local()
+                .map(|l| Arc::new(super::local::LocalTier::new(l, &s.prefix))),
         });
+        #[cfg(feature = "local-cache")]
+        if let Some(local) = &cache.local {
+            let client = ::redis::Client::open(url.expose_secret()).map_err(|_| {
+                crate::error::Error::Config(
+                    "the Redis URL is not valid (expected redis://host[:port][/db] or rediss://…)"
+                        .into(),
+                )
+            })?;
+            tokio::spawn(super::local::subscriber(
+                Arc::downgrade(local),
+                client,
+                cache.channel.clone(),
+                s.timeout,
+            ));
+        }
         // The first call also connects: give it the connection timeout.
         let mut conn = cache.conn.clone();
         let ping = cmd("PING");
@@ -268,6 +300,21 @@ impl RedisCache {
 
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// The local tier, when it may serve: the store has one, Redis is not
+    /// being skipped and no invalidation of this process is pending.
+    #[cfg(feature = "local-cache")]
+    pub(crate) fn local(&self) -> Option<&super::local::LocalTier> {
+        let tier = self.local.as_deref()?;
+        (tier.live() && !self.skipping() && self.counters.pending.load(Ordering::Relaxed) == 0)
+            .then_some(tier)
+    }
+
+    /// The local tier, whether or not it may serve now.
+    #[cfg(feature = "local-cache")]
+    pub(crate) fn local_tier(&self) -> Option<&Arc<super::local::LocalTier>> {
+        self.local.as_ref()
     }
 
     pub(crate) fn count(&self, event: CacheEvent) {
@@ -543,6 +590,12 @@ impl RedisCache {
     /// Carries out `what` in Redis now, or keeps it pending until Redis
     /// answers. Call it after the write has committed.
     pub(crate) async fn invalidate(&self, what: Invalidation) {
+        // This process's local tier forgets at once; the others learn it
+        // from the message the Redis side publishes.
+        #[cfg(feature = "local-cache")]
+        if let Some(tier) = &self.local {
+            tier.invalidate(&what);
+        }
         if !self.skipping() && self.apply(std::slice::from_ref(&what)).await {
             self.count(CacheEvent::Invalidation);
             return;
@@ -573,7 +626,8 @@ impl RedisCache {
                         .key(self.keys.user_deleted(*user))
                         .key(invalidated(&self.keys.user(*user)))
                         .arg(millis(MARKER_TTL))
-                        .arg(self.keys.key_record_prefix());
+                        .arg(self.keys.key_record_prefix())
+                        .arg(&self.channel);
                     for key in keys {
                         invocation.arg(key.simple().to_string());
                     }
@@ -593,7 +647,7 @@ impl RedisCache {
             for record in batch {
                 invocation.key(*record);
             }
-            invocation.arg(millis(MARKER_TTL));
+            invocation.arg(millis(MARKER_TTL)).arg(&self.channel);
             let mut conn = self.conn.clone();
             if self
                 .call(invocation.invoke_async::<i64>(&mut conn))
@@ -674,11 +728,19 @@ impl RedisCache {
                 }
             }
             if next == 0 {
-                return true;
+                // Every local tier empties too.
+                let mut publish = cmd("PUBLISH");
+                publish.arg(&self.channel).arg("*");
+                return self.query::<i64>(&publish).await.is_some();
             }
             cursor = next;
         }
     }
+}
+
+/// The channel every invalidation under `prefix` is published on.
+pub(crate) fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}inv")
 }
 
 /// `prefix` with the glob characters of `SCAN MATCH` escaped.

@@ -43,6 +43,23 @@
 //! either: a deleted user gets a tombstone that outlives every lease taken
 //! before it, and a key record is filled only if its user has none.
 //!
+//! Every invalidation also publishes the names of the records it dropped
+//! on the channel `{prefix}inv`, in the same script as the deletion.
+//!
+//! # The local tier (feature `local-cache`)
+//!
+//! [`StoreBuilder::local_cache`] adds a process-local tier (moka) in front
+//! of all this, for users and API key records. It subscribes to the
+//! invalidation channel and serves only while subscribed: a lost channel
+//! (Redis restarted, the connection cut, a `PING` unanswered) empties it at
+//! once. Fills race the messages and are checked against them after they
+//! land (see `local.rs`). It holds records only: credits, per-key rate
+//! limits and any other rule decided atomically across processes are never
+//! answered from it, and must not be added to a cached record. Invalidations
+//! that a future write path needs go through the one `RedisCache::invalidate`,
+//! which drops this process's local entries, deletes the Redis entries and
+//! publishes, so every tier follows.
+//!
 //! # When Redis is down or slow
 //!
 //! Every Redis call is bounded by [`StoreBuilder::redis_timeout`]. A call
@@ -86,6 +103,7 @@
 //! [`Store::cache_stats`]: crate::Store::cache_stats
 //! [`StoreBuilder::redis_url`]: crate::StoreBuilder::redis_url
 //! [`StoreBuilder::redis_timeout`]: crate::StoreBuilder::redis_timeout
+//! [`StoreBuilder::local_cache`]: https://docs.rs/dreamnet-db/latest/dreamnet_db/struct.StoreBuilder.html#method.local_cache
 
 #[cfg(feature = "redis")]
 mod backend;
@@ -93,6 +111,8 @@ mod backend;
 mod client;
 #[cfg(feature = "redis")]
 mod keys;
+#[cfg(feature = "local-cache")]
+mod local;
 #[cfg(all(test, feature = "redis", feature = "memory"))]
 mod tests;
 
@@ -105,6 +125,10 @@ use crate::telemetry::CacheEvent;
 pub use self::settings::{DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 #[cfg(feature = "redis")]
 pub use keys::DEFAULT_CACHE_PREFIX;
+#[cfg(feature = "local-cache")]
+pub use local::DEFAULT_LOCAL_CACHE_TTL;
+#[cfg(feature = "local-cache")]
+pub(crate) use local::LocalSettings;
 #[cfg(feature = "redis")]
 pub(crate) use settings::{CacheSettings, layer};
 
@@ -156,6 +180,23 @@ pub struct CacheStats {
     pub invalidations_deferred: u64,
     /// Invalidations waiting in the pending set now.
     pub pending_invalidations: u64,
+    /// Reads answered by the process-local tier (feature `local-cache`,
+    /// [`StoreBuilder::local_cache`](crate::StoreBuilder::local_cache))
+    /// without asking Redis. Not counted in `hits`, `misses` or `bypassed`.
+    pub local_hits: u64,
+    /// Reads the local tier could not answer while serving (they went on
+    /// to Redis and are counted there too).
+    pub local_misses: u64,
+    /// Local fills taken out again because an invalidation of the record,
+    /// or the loss of the channel, came while Redis was being read.
+    pub local_fills_refused: u64,
+    /// Times the local tier emptied because its invalidation channel was
+    /// lost.
+    pub local_resets: u64,
+    /// Users and key records the local tier holds now.
+    pub local_entries: u64,
+    /// Whether the local tier is serving now (its channel is subscribed).
+    pub local_serving: bool,
 }
 
 impl CacheStats {
@@ -164,6 +205,13 @@ impl CacheStats {
     pub fn hit_ratio(&self) -> Option<f64> {
         let reads = self.hits + self.misses + self.bypassed;
         (reads > 0).then(|| self.hits as f64 / reads as f64)
+    }
+
+    /// `local_hits / (local_hits + local_misses)`: the share of reads the
+    /// local tier answered while it was serving. `None` before the first.
+    pub fn local_hit_ratio(&self) -> Option<f64> {
+        let reads = self.local_hits + self.local_misses;
+        (reads > 0).then(|| self.local_hits as f64 / reads as f64)
     }
 }
 
@@ -179,6 +227,8 @@ pub(crate) struct Counters {
     pub(crate) invalidations: AtomicU64,
     pub(crate) invalidations_deferred: AtomicU64,
     pub(crate) pending: AtomicU64,
+    #[cfg(feature = "local-cache")]
+    pub(crate) local: std::sync::OnceLock<std::sync::Arc<local::LocalTier>>,
 }
 
 impl Counters {
@@ -219,6 +269,30 @@ impl Counters {
             invalidations: get(&self.invalidations),
             invalidations_deferred: get(&self.invalidations_deferred),
             pending_invalidations: get(&self.pending),
+            ..self.local_snapshot()
+        }
+    }
+
+    #[cfg(not(feature = "local-cache"))]
+    fn local_snapshot(&self) -> CacheStats {
+        CacheStats::default()
+    }
+
+    #[cfg(feature = "local-cache")]
+    fn local_snapshot(&self) -> CacheStats {
+        let Some(tier) = self.local.get() else {
+            return CacheStats::default();
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &tier.counters;
+        CacheStats {
+            local_hits: get(&c.hits),
+            local_misses: get(&c.misses),
+            local_fills_refused: get(&c.fills_refused),
+            local_resets: get(&c.resets),
+            local_entries: tier.entries(),
+            local_serving: tier.live(),
+            ..CacheStats::default()
         }
     }
 }
@@ -251,6 +325,11 @@ mod settings {
         pub(crate) ttl: Duration,
         pub(crate) timeout: Duration,
         pub(crate) prefix: String,
+        /// The process-local tier's size, if asked for.
+        #[cfg(feature = "local-cache")]
+        pub(crate) local_entries: Option<u64>,
+        #[cfg(feature = "local-cache")]
+        pub(crate) local_ttl: Duration,
     }
 
     impl Default for CacheSettings {
@@ -260,6 +339,10 @@ mod settings {
                 ttl: DEFAULT_CACHE_TTL,
                 timeout: DEFAULT_REDIS_TIMEOUT,
                 prefix: DEFAULT_CACHE_PREFIX.to_owned(),
+                #[cfg(feature = "local-cache")]
+                local_entries: None,
+                #[cfg(feature = "local-cache")]
+                local_ttl: super::DEFAULT_LOCAL_CACHE_TTL,
             }
         }
     }
@@ -267,16 +350,28 @@ mod settings {
     /// Never shows the URL: it may hold a password.
     impl fmt::Debug for CacheSettings {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("CacheSettings")
-                .field("redis_url", &self.redis_url.as_ref().map(|_| "[REDACTED]"))
+            let mut d = f.debug_struct("CacheSettings");
+            d.field("redis_url", &self.redis_url.as_ref().map(|_| "[REDACTED]"))
                 .field("ttl", &self.ttl)
                 .field("timeout", &self.timeout)
-                .field("prefix", &self.prefix)
-                .finish()
+                .field("prefix", &self.prefix);
+            #[cfg(feature = "local-cache")]
+            d.field("local_entries", &self.local_entries)
+                .field("local_ttl", &self.local_ttl);
+            d.finish()
         }
     }
 
     impl CacheSettings {
+        /// The local tier's settings, if it is on.
+        #[cfg(feature = "local-cache")]
+        pub(crate) fn local(&self) -> Option<super::LocalSettings> {
+            self.local_entries.map(|entries| super::LocalSettings {
+                entries,
+                ttl: self.local_ttl,
+            })
+        }
+
         fn check(&self) -> Result<()> {
             if self.ttl < Duration::from_millis(1) {
                 return Err(Error::Config("cache_ttl must be at least 1 ms".into()));
@@ -286,6 +381,19 @@ mod settings {
             }
             if self.prefix.is_empty() {
                 return Err(Error::Config("cache_prefix must not be empty".into()));
+            }
+            #[cfg(feature = "local-cache")]
+            if let Some(local) = self.local() {
+                if local.entries == 0 {
+                    return Err(Error::Config(
+                        "local_cache must hold at least 1 entry".into(),
+                    ));
+                }
+                if local.ttl < Duration::from_millis(1) {
+                    return Err(Error::Config(
+                        "local_cache_ttl must be at least 1 ms".into(),
+                    ));
+                }
             }
             Ok(())
         }
@@ -302,6 +410,10 @@ mod settings {
         settings.check()?;
         let cache = RedisCache::connect(url, settings).await?;
         let counters = cache.counters().clone();
+        #[cfg(feature = "local-cache")]
+        if let Some(tier) = cache.local_tier() {
+            let _ = counters.local.set(tier.clone());
+        }
         Ok((Arc::new(CachedBackend::new(backend, cache)), Some(counters)))
     }
 }
