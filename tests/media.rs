@@ -436,6 +436,128 @@ async fn crash_after_the_object(h: Harness) {
     assert!(h.keys().await.is_empty());
 }
 
+async fn sweep_during_a_slow_upload(h: Harness) {
+    // The upload has written its object but not yet completed its row when
+    // a sweep (with a bound shorter than the upload's age) takes the row:
+    // the upload then fails and removes its object itself.
+    let (reached_tx, reached) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    *h.faults.pause_after_put.lock().unwrap() = Some((reached_tx, release_rx));
+    let store = h.store.clone();
+    let uploading = tokio::spawn(async move {
+        store
+            .media()
+            .upload(NewMedia::system("a.png"), chunks(&png(1_000), 100))
+            .await
+    });
+    reached.await.unwrap();
+    assert_eq!(h.keys().await.len(), 1, "the object was written");
+    let swept = sweep_two_hours_later(&h).await;
+    assert_eq!(swept.pending_rows, 1);
+    assert!(h.keys().await.is_empty());
+    release.send(()).unwrap();
+    let err = uploading.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::UploadInterrupted { .. }), "{err:?}");
+    nothing_left(&h).await;
+}
+
+/// A client that goes silent: the caller gives up (a request timeout, a
+/// dropped connection) and drops the upload. Nothing is visible; the
+/// pending row is left for `sweep`, and no object was made.
+async fn a_client_that_goes_silent(h: Harness) {
+    let owner = Uuid::now_v7();
+    for sent in [20_000, 6 * MIB] {
+        let (silent_tx, silent) = tokio::sync::oneshot::channel::<()>();
+        let body = chunks(&png(sent), MIB / 2).chain(futures_util::stream::once(async move {
+            let _ = silent_tx.send(());
+            std::future::pending::<Result<Bytes, std::io::Error>>().await
+        }));
+        let media = h.store.media();
+        let upload = media.upload(NewMedia::for_user(owner, "a.png"), body);
+        tokio::select! {
+            done = upload => panic!("the upload cannot finish: {done:?}"),
+            _ = silent => {}
+        }
+        // A request timeout fires now, dropping the upload.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = h.store.media().list(owner, 10, None).await.unwrap();
+    assert!(listed.items.is_empty());
+    assert!(h.keys().await.is_empty(), "{:?}", h.keys().await);
+    assert_eq!(sweep_two_hours_later(&h).await.pending_rows, 2);
+    nothing_left(&h).await;
+}
+
+/// PostgreSQL refuses the "mark complete" step (a trigger of the test's
+/// own): the upload fails with a typed error and takes back its row and
+/// object. When the cleanup is refused too (the database gone), the
+/// pending row and its object stay together, no reader sees them, and
+/// `sweep` removes both.
+async fn marking_complete_fails(h: Harness) {
+    let db = h.db.as_ref().expect("rows in PostgreSQL");
+    db.sql(
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER test_refuse_complete BEFORE UPDATE ON media FOR EACH ROW \
+           WHEN (NEW.status = 'complete') EXECUTE FUNCTION test_refuse();",
+    )
+    .await;
+    let owner = Uuid::now_v7();
+    for len in [1_000, 6 * MIB] {
+        let err = up(&h, NewMedia::for_user(owner, "a.png"), &png(len), MIB)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    }
+    assert!(h.keys().await.is_empty());
+    nothing_left(&h).await;
+
+    // Now removing rows fails as well: the failed upload cannot clean up.
+    db.sql(
+        "CREATE TRIGGER test_refuse_delete BEFORE DELETE ON media FOR EACH ROW \
+           EXECUTE FUNCTION test_refuse();",
+    )
+    .await;
+    let err = up(&h, NewMedia::for_user(owner, "b.png"), &png(6 * MIB), MIB)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    let keys = h.keys().await;
+    assert_eq!(keys.len(), 1, "the object stays beside its pending row");
+    let id: Uuid = keys[0].rsplit('/').next().unwrap().parse().unwrap();
+    let pending = common::client(&db.url)
+        .await
+        .query_one("SELECT status FROM media WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(pending.get::<_, String>(0), "pending");
+    for err in [
+        h.store.media().head(id).await.unwrap_err(),
+        h.store.media().get(id).await.unwrap_err(),
+        h.store.media().get_range(id, 0..10).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    }
+    let listed = h.store.media().list(owner, 10, None).await.unwrap();
+    assert!(listed.items.is_empty());
+
+    db.sql("DROP TRIGGER test_refuse_delete ON media; DROP TRIGGER test_refuse_complete ON media;")
+        .await;
+    let early = h
+        .store
+        .media()
+        .sweep(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(early, Default::default(), "an upload under way is kept");
+    assert_eq!(sweep_two_hours_later(&h).await.pending_rows, 1);
+    nothing_left(&h).await;
+    let m = up(&h, NewMedia::for_user(owner, "c.png"), &png(1_000), 100)
+        .await
+        .unwrap();
+    assert_eq!(h.keys().await, vec![m.storage_key]);
+}
+
 async fn object_store_failures(h: Harness) {
     // Writes fail: typed error, no row, no object (small and multipart).
     h.faults.fail_writes.store(true, Ordering::SeqCst);
@@ -526,6 +648,8 @@ macro_rules! media_tests {
             t!(download_of_a_file_deleted_meanwhile);
             t!(crash_after_the_pending_row);
             t!(crash_after_the_object);
+            t!(sweep_during_a_slow_upload);
+            t!(a_client_that_goes_silent, limited(64 * MIB as u64));
 
             t!(large_files_go_up_in_parts, limited(64 * MIB as u64));
 
@@ -548,6 +672,38 @@ media_tests!(local_objects_postgres_rows, Objects::Local, Rows::Postgres);
 media_tests!(s3_objects, Objects::S3, Rows::Memory);
 #[cfg(feature = "s3")]
 media_tests!(s3_objects_postgres_rows, Objects::S3, Rows::Postgres);
+
+/// The steps only PostgreSQL can fail on purpose (a trigger), on each
+/// object store.
+mod postgres_steps {
+    use super::*;
+
+    async fn h(objects: Objects) -> Option<Harness> {
+        harness(objects, Rows::Postgres, |b| b.media_part_bytes(5 * MIB)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn marking_complete_fails_local() {
+        if let Some(h) = h(Objects::Local).await {
+            super::marking_complete_fails(h).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn marking_complete_fails_memory_objects() {
+        if let Some(h) = h(Objects::Memory).await {
+            super::marking_complete_fails(h).await;
+        }
+    }
+
+    #[cfg(feature = "s3")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn marking_complete_fails_s3() {
+        if let Some(h) = h(Objects::S3).await {
+            super::marking_complete_fails(h).await;
+        }
+    }
+}
 
 /// Signed URLs and a server that dies mid-upload, on S3 (moto).
 #[cfg(feature = "s3")]
@@ -645,16 +801,19 @@ mod s3 {
             };
             let moto = PrivateMoto { child, port };
             let env = moto.env();
-            for _ in 0..200 {
+            // A guard against hanging, not a timing check: moto's start
+            // (a Python import) takes seconds, far more on a loaded machine.
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while std::time::Instant::now() < deadline {
                 if http(&env.endpoint, "PUT", &format!("/{}", env.bucket))
                     .await
                     .is_ok()
                 {
                     return Some(moto);
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            panic!("the private moto on port {port} did not come up");
+            panic!("the private moto on port {port} did not come up within 90 s");
         }
 
         fn env(&self) -> S3Env {

@@ -24,6 +24,9 @@ pub(crate) trait MediaBackend: Send + Sync + fmt::Debug + 'static {
     /// Removes the row `id` whatever its state; its storage key if it was
     /// there.
     async fn remove(&self, id: Uuid) -> Result<Option<String>>;
+    /// Removes the row `id` only if it is still pending; its storage key
+    /// if it was. A row completed meanwhile is left alone.
+    async fn remove_pending(&self, id: Uuid) -> Result<Option<String>>;
     /// Removes every row of `owner` whatever their state; their storage
     /// keys.
     async fn remove_owner(&self, owner: Uuid) -> Result<Vec<String>>;

@@ -85,6 +85,14 @@ impl MediaBackend for MemoryMedia {
         Ok(self.rows().remove(id).map(|r| r.storage_key))
     }
 
+    async fn remove_pending(&self, id: Uuid) -> Result<Option<String>> {
+        let mut rows = self.rows();
+        if rows.by_id.get(&id).is_some_and(|r| r.facts.is_none()) {
+            return Ok(rows.remove(id).map(|r| r.storage_key));
+        }
+        Ok(None)
+    }
+
     async fn remove_owner(&self, owner: Uuid) -> Result<Vec<String>> {
         let mut rows = self.rows();
         let ids: Vec<Uuid> = rows

@@ -113,6 +113,16 @@ async fn remove(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<String>
         .optional()?)
 }
 
+async fn remove_pending(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<String>> {
+    Ok(
+        diesel::delete(media::table.find(id).filter(media::status.eq(PENDING)))
+            .returning(media::storage_key)
+            .get_result(conn)
+            .await
+            .optional()?,
+    )
+}
+
 async fn remove_owner(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<Vec<String>> {
     Ok(
         diesel::delete(media::table.filter(media::owner_id.eq(owner)))
@@ -208,6 +218,11 @@ impl MediaBackend for PgMedia {
     async fn remove(&self, id: Uuid) -> Result<Option<String>> {
         let pg = &*self.pg;
         on_conn!(pg, remove, id)
+    }
+
+    async fn remove_pending(&self, id: Uuid) -> Result<Option<String>> {
+        let pg = &*self.pg;
+        on_conn!(pg, remove_pending, id)
     }
 
     async fn remove_owner(&self, owner: Uuid) -> Result<Vec<String>> {

@@ -171,6 +171,14 @@ pub struct Faults {
     pub fail_deletes: AtomicBool,
     /// The next `put` writes, then signals and never returns.
     pub hang_after_put: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The next `put` writes, signals the first, and returns when the
+    /// second fires.
+    pub pause_after_put: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
 }
 
 /// An object store that forwards to another, failing as [`Faults`] says.
@@ -242,6 +250,11 @@ impl ObjectStore for Faulty {
             let _ = reached.send(());
             std::future::pending::<()>().await;
         }
+        let pause = self.faults.pause_after_put.lock().unwrap().take();
+        if let Some((reached, release)) = pause {
+            let _ = reached.send(());
+            let _ = release.await;
+        }
         Ok(done)
     }
     async fn put_multipart_opts(
@@ -290,6 +303,8 @@ pub struct Harness {
     pub faults: Arc<Faults>,
     pub clock: ManualClock,
     pub prefix: String,
+    /// The test's database, when rows are in PostgreSQL.
+    pub db: Option<common::TestDb>,
     _guards: Vec<Box<dyn std::any::Any + Send>>,
 }
 
@@ -359,13 +374,12 @@ pub async fn harness(
             .clock(clock.clone())
             .media_storage(MediaStorage::custom(faulty).key_prefix(prefix.clone())),
     );
-    let store = match rows {
-        Rows::Memory => builder.in_memory(),
+    let (store, db) = match rows {
+        Rows::Memory => (builder.in_memory(), None),
         Rows::Postgres => {
             let db = common::pg_db().await?;
             let store = db.store_with(builder.max_connections(6)).await;
-            guards.push(Box::new(db));
-            store
+            (store, Some(db))
         }
     };
     Some(Harness {
@@ -374,6 +388,7 @@ pub async fn harness(
         faults,
         clock,
         prefix,
+        db,
         _guards: guards,
     })
 }
