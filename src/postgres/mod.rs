@@ -12,6 +12,7 @@ macro_rules! on_conn {
     }};
 }
 
+mod analytics;
 mod connect;
 mod errors;
 mod events;
@@ -361,6 +362,12 @@ impl Backend for PgBackend {
 
     fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
         std::sync::Arc::new(media::PgMedia::new(self))
+    }
+
+    fn analytics(
+        self: std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn crate::backend::AnalyticsBackend> {
+        self
     }
 
     fn pool_state(&self) -> Option<PoolState> {

@@ -198,6 +198,30 @@ pub(super) const INDEXES: &[(&str, &str, bool, &str)] = &[
         "btree (created_at DESC, id DESC)",
     ),
     (
+        "events",
+        "events_payload_fts_idx",
+        false,
+        "gin (jsonb_to_tsvector('simple'::regconfig, payload, '[\"string\"]'::jsonb))",
+    ),
+    (
+        "users",
+        "users_email_trgm_idx",
+        false,
+        "gin (lower((email)::text) gin_trgm_ops)",
+    ),
+    (
+        "users",
+        "users_wallet_address_trgm_idx",
+        false,
+        "gin (lower((wallet_address)::text) gin_trgm_ops)",
+    ),
+    (
+        "users",
+        "users_display_name_trgm_idx",
+        false,
+        "gin (lower((metadata ->> 'display_name'::text)) gin_trgm_ops)",
+    ),
+    (
         "sessions",
         "sessions_expires_at_idx",
         false,
