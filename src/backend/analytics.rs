@@ -63,9 +63,10 @@ pub(crate) trait AnalyticsBackend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<SearchHit>>;
 
     /// Up to `limit` users, in `(created_at, id)` order strictly after
-    /// `after`, whose lower-cased email or display name
-    /// (`metadata.display_name`) contains `text` (lower-case), or whose
-    /// wallet address starts with it.
+    /// `after`, whose lower-cased email or wallet address starts with
+    /// `text` (lower-case), or whose display name (the string
+    /// `metadata.display_name`) has, for every word of `text`, a word
+    /// starting with it.
     async fn search_users(
         &self,
         text: &str,

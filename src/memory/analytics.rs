@@ -227,18 +227,23 @@ impl AnalyticsBackend for MemoryBackend {
         limit: usize,
     ) -> Result<Vec<User>> {
         let accounts = self.accounts();
+        let words: Vec<String> = tokens(text).collect();
         Ok(accounts
             .users_after(after)
             .filter(|u| {
                 u.email
                     .as_ref()
-                    .is_some_and(|e| e.as_str().to_lowercase().contains(text))
+                    .is_some_and(|e| e.as_str().to_lowercase().starts_with(text))
                     || u.wallet_address
                         .as_ref()
                         .is_some_and(|w| w.as_str().starts_with(text))
-                    || u.metadata
-                        .string_member("display_name")
-                        .is_some_and(|n| n.to_lowercase().contains(text))
+                    || (!words.is_empty()
+                        && u.metadata.string_member("display_name").is_some_and(|n| {
+                            let name: Vec<String> = tokens(&n).collect();
+                            words
+                                .iter()
+                                .all(|w| name.iter().any(|t| t.starts_with(w.as_str())))
+                        }))
             })
             .take(limit)
             .cloned()

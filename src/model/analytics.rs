@@ -27,8 +27,8 @@ pub const MAX_TOP: usize = 100;
 pub const MAX_SEARCH_LEN: usize = 256;
 /// The most words an event search matches at once.
 pub const MAX_SEARCH_WORDS: usize = 16;
-/// The shortest user search text, in characters: shorter texts would match
-/// most users and cannot use the trigram indexes.
+/// The shortest user search text, in characters: shorter prefixes match
+/// too many users to be of use.
 pub const MIN_USER_SEARCH_LEN: usize = 3;
 /// The longest payload key a breakdown groups by, in bytes.
 pub const MAX_PAYLOAD_KEY_LEN: usize = 255;

@@ -7,12 +7,11 @@
 //! - `events_payload_fts_idx`: GIN on
 //!   `jsonb_to_tsvector('simple', payload, '["string"]')`, the words of the
 //!   payload's string values, for [`search_events`];
-//! - `users_email_trgm_idx`, `users_wallet_address_trgm_idx`,
-//!   `users_display_name_trgm_idx`: `pg_trgm` GIN on the lower-cased email,
-//!   wallet address and `metadata->>'display_name'`, for `LIKE` searches;
-//! - `events_created_at_user_id_idx`: `(created_at) INCLUDE (user_id,
-//!   event_type)`, so that the active-user, retention and top-type
-//!   aggregates read the index only.
+//! - `users_email_prefix_idx`, `users_wallet_address_prefix_idx`: btree
+//!   `text_pattern_ops` on the lower-cased email and wallet address, for
+//!   `LIKE 'prefix%'` whatever the collation;
+//! - `users_display_name_fts_idx`: GIN on
+//!   `to_tsvector('simple', metadata->>'display_name')`, for word prefixes.
 
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
@@ -30,7 +29,7 @@ use super::schema::users;
 use super::users::UserRow;
 use crate::backend::AnalyticsBackend;
 use crate::error::Result;
-use crate::model::analytics::RetentionCell;
+use crate::model::analytics::{RetentionCell, tokens};
 use crate::model::{
     ActiveUsers, Breakdown, Cursor, Event, EventSearch, EventType, Funnel, Json, Period,
     Retention, SearchCursor, SearchHit, SearchOrder, TimeRange, TypeCount, User, ValueCount,
@@ -396,19 +395,26 @@ async fn search_users(
     after: Option<Cursor>,
     limit: usize,
 ) -> Result<Vec<User>> {
-    let escaped = like_escaped(text);
-    let contains = format!("%{escaped}%");
-    let matches = sql::<Bool>("(lower(email) LIKE ")
-        .bind::<Text, _>(contains.clone())
+    let prefix = format!("{}%", like_escaped(text));
+    let words: Vec<String> = tokens(text).map(|w| format!("{w}:*")).collect();
+    let mut query = users::table.select(UserRow::as_select()).into_boxed();
+    let by_prefix = sql::<Bool>("(lower(email) LIKE ")
+        .bind::<Text, _>(prefix.clone())
         .sql(" OR lower(wallet_address) LIKE ")
-        .bind::<Text, _>(format!("{escaped}%"))
-        .sql(" OR (lower(metadata ->> 'display_name') LIKE ")
-        .bind::<Text, _>(contains)
-        .sql(" AND jsonb_typeof(metadata -> 'display_name') = 'string'))");
-    let mut query = users::table
-        .select(UserRow::as_select())
-        .filter(matches)
-        .into_boxed();
+        .bind::<Text, _>(prefix);
+    query = if words.is_empty() {
+        query.filter(by_prefix.sql(")"))
+    } else {
+        query.filter(
+            by_prefix
+                .sql(
+                    " OR (to_tsvector('simple'::regconfig, metadata ->> 'display_name') \
+                     @@ to_tsquery('simple'::regconfig, ",
+                )
+                .bind::<Text, _>(words.join(" & "))
+                .sql(") AND jsonb_typeof(metadata -> 'display_name') = 'string'))"),
+        )
+    };
     if let Some(c) = after {
         query = query
             .filter(users::created_at.ge(c.created_at))

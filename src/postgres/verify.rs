@@ -205,21 +205,21 @@ pub(super) const INDEXES: &[(&str, &str, bool, &str)] = &[
     ),
     (
         "users",
-        "users_email_trgm_idx",
+        "users_email_prefix_idx",
         false,
-        "gin (lower((email)::text) gin_trgm_ops)",
+        "btree (lower((email)::text) text_pattern_ops)",
     ),
     (
         "users",
-        "users_wallet_address_trgm_idx",
+        "users_wallet_address_prefix_idx",
         false,
-        "gin (lower((wallet_address)::text) gin_trgm_ops)",
+        "btree (lower((wallet_address)::text) text_pattern_ops)",
     ),
     (
         "users",
-        "users_display_name_trgm_idx",
+        "users_display_name_fts_idx",
         false,
-        "gin (lower((metadata ->> 'display_name'::text)) gin_trgm_ops)",
+        "gin (to_tsvector('simple'::regconfig, (metadata ->> 'display_name'::text)))",
     ),
     (
         "sessions",

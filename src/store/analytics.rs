@@ -237,10 +237,14 @@ impl Analytics<'_> {
     }
 
     /// A page of at most `limit` (1 to 1000) users, oldest first, after
-    /// `after`, whose email or display name (the string under
-    /// `display_name` in their metadata) contains `text`, or whose wallet
-    /// address starts with it; all compared case-insensitively. Served by
-    /// trigram (`pg_trgm`) GIN indexes. `InvalidInput`
+    /// `after`, whose email or wallet address starts with `text`, or whose
+    /// display name (the string under `display_name` in their metadata)
+    /// has, for each word of `text`, a word starting with it; all compared
+    /// case-insensitively (`"ada"` finds `Ada.Lovelace@example.com` and
+    /// "Ada L."; `"0xab"` finds the wallets starting so). Served by the
+    /// `users_email_prefix_idx`, `users_wallet_address_prefix_idx`
+    /// (btree, `text_pattern_ops`) and `users_display_name_fts_idx` (GIN,
+    /// `simple`) indexes. `InvalidInput`
     /// ([`Field::Query`](crate::Field::Query)) for a text shorter than
     /// [`MIN_USER_SEARCH_LEN`](crate::MIN_USER_SEARCH_LEN) characters.
     pub async fn search_users(

@@ -625,6 +625,8 @@ pub async fn search_users_by_email_wallet_and_display_name(store: &Store, clock:
         NewUser::with_wallet(nth_wallet(9)).metadata(json!({"display_name": "100%_sure"})),
     )
     .await;
+    let underscore = create(NewUser::with_email(email("a_b@example.com"))).await;
+    create(NewUser::with_email(email("axb@example.com"))).await;
     let search = async |text: &str, limit: usize| {
         let mut out = Vec::new();
         let mut after = None;
@@ -641,16 +643,21 @@ pub async fn search_users_by_email_wallet_and_display_name(store: &Store, clock:
             }
         }
     };
-    // Email or display name, any case, oldest first.
+    // Email prefix or display-name words, any case, oldest first.
     assert_eq!(search("ada", 10).await, vec![ada.id, wallet_user.id]);
     assert_eq!(search("ada", 1).await, vec![ada.id, wallet_user.id]);
-    assert_eq!(search("EXAMPLE.COM", 1).await, vec![ada.id, bob.id]);
-    assert_eq!(search("countess", 10).await, vec![ada.id]);
+    assert_eq!(search("ADA.LOVE", 1).await, vec![ada.id]);
+    assert_eq!(search("bob@ex", 10).await, vec![bob.id]);
+    assert!(search("example.com", 10).await.is_empty());
+    assert_eq!(search("count", 10).await, vec![ada.id]);
+    assert_eq!(search("l. ad", 10).await, vec![wallet_user.id]);
+    assert_eq!(search("sure 100", 10).await, vec![sure.id]);
+    assert!(search("ada zed", 10).await.is_empty());
     // Wallets match by prefix only.
     assert_eq!(search("0xAbCdEf", 10).await, vec![wallet_user.id]);
     assert!(search("bcdef", 10).await.is_empty());
     // LIKE's wildcards are plain characters.
-    assert_eq!(search("0%_s", 10).await, vec![sure.id]);
-    assert!(search("a_a", 10).await.is_empty());
+    assert_eq!(search("a_b", 10).await, vec![underscore.id]);
+    assert!(search("b%m", 10).await.is_empty());
     assert!(search("nobody", 10).await.is_empty());
 }

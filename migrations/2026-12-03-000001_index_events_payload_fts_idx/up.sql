@@ -1,4 +1,7 @@
--- Substring search over lower-cased display names (metadata->>'display_name'): Analytics::search_users.
+-- Full-text search over the words of the payloads' string values
+-- (Analytics::search_events), in the language-neutral 'simple' configuration:
+-- words lower-cased, no stemming, no stop words, so a search works the same
+-- in every language the platform's users write in.
 --
 -- Built CONCURRENTLY, as every index of the crate (see
 -- 2026-11-26-000016_index_events_payload_idx): reads and writes go on during
@@ -8,4 +11,4 @@
 -- squawk-ignore-file require-statement-timeout
 -- (A concurrent build on a large table takes minutes; a statement timeout
 -- would only leave an invalid index behind.)
-CREATE INDEX CONCURRENTLY IF NOT EXISTS users_display_name_trgm_idx ON users USING gin (lower(metadata ->> 'display_name') gin_trgm_ops);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS events_payload_fts_idx ON events USING gin (jsonb_to_tsvector('simple'::regconfig, payload, '["string"]'::jsonb));
