@@ -45,13 +45,13 @@ const HISTORY_DAYS: i64 = 120;
 const RARE: &str = "zanzibar";
 const RARE_COUNT: usize = 25;
 const SYLLABLES: [&str; 20] = [
-    "ba", "ce", "di", "fo", "gu", "ha", "je", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu",
-    "va", "we", "xi", "yo", "zu",
+    "ba", "ce", "di", "fo", "gu", "ha", "je", "ki", "lo", "mu", "na", "pe", "ri", "so", "tu", "va",
+    "we", "xi", "yo", "zu",
 ];
 const COUNTRIES: [&str; 40] = [
-    "US", "IN", "GB", "DE", "FR", "BR", "JP", "CA", "NG", "ES", "IT", "MX", "KR", "NL", "AU",
-    "SE", "PL", "TR", "ID", "AR", "ZA", "KE", "EG", "VN", "PH", "CH", "BE", "AT", "NO", "DK",
-    "FI", "IE", "PT", "CZ", "RO", "GR", "IL", "SG", "NZ", "CL",
+    "US", "IN", "GB", "DE", "FR", "BR", "JP", "CA", "NG", "ES", "IT", "MX", "KR", "NL", "AU", "SE",
+    "PL", "TR", "ID", "AR", "ZA", "KE", "EG", "VN", "PH", "CH", "BE", "AT", "NO", "DK", "FI", "IE",
+    "PT", "CZ", "RO", "GR", "IL", "SG", "NZ", "CL",
 ];
 const OTHER_TYPES: [&str; 16] = [
     "media.upload",
@@ -213,9 +213,8 @@ async fn seed(url: &str, events: usize) -> Store {
             let wallet: Option<String> = (i % 3 == 0).then(|| format!("0x{:040x}", i * 7919));
             let meta = json!({"display_name": format!("{} {}", word(i), word(i / 7))});
             let empty = json!({});
-            let row: [&(dyn ToSql + Sync); 8] = [
-                &id, &email, &wallet, &"visitor", &at, &at, &meta, &empty,
-            ];
+            let row: [&(dyn ToSql + Sync); 8] =
+                [&id, &email, &wallet, &"visitor", &at, &at, &meta, &empty];
             writer.as_mut().write(&row).await.unwrap();
             joined.push(at);
             ids.push(id);
@@ -230,9 +229,7 @@ async fn seed(url: &str, events: usize) -> Store {
     let rare_every = events / RARE_COUNT;
     {
         let sink = client
-            .copy_in(
-                "COPY events (id, user_id, event_type, payload, created_at) FROM STDIN BINARY",
-            )
+            .copy_in("COPY events (id, user_id, event_type, payload, created_at) FROM STDIN BINARY")
             .await
             .unwrap();
         let writer = BinaryCopyInWriter::new(
@@ -334,7 +331,10 @@ async fn plans(client: &Client) {
     let q = questions();
     let (d_since, d_until) = (q.dau.since.unwrap(), q.dau.until.unwrap());
     let (f_since, f_until) = (q.funnel.range.since.unwrap(), q.funnel.range.until.unwrap());
-    let (r_since, r_until) = (q.cohorts.range.since.unwrap(), q.cohorts.range.until.unwrap());
+    let (r_since, r_until) = (
+        q.cohorts.range.since.unwrap(),
+        q.cohorts.range.until.unwrap(),
+    );
     let (c_since, c_until) = (q.country_day.since.unwrap(), q.country_day.until.unwrap());
     let window = q.funnel.window.num_microseconds().unwrap();
     let search = |rank: &str, cursor: &str| {
@@ -438,8 +438,10 @@ async fn plans(client: &Client) {
         ("search a rare word, newest first", newest, vec![Box::new(RARE)]),
     ];
     for (what, sql, args) in cases {
-        let params: Vec<&(dyn ToSql + Sync)> =
-            args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let rows = client
             .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &params)
             .await
@@ -460,7 +462,10 @@ fn latency(c: &mut Criterion, rt: &Runtime, store: &Store, events: usize) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
     g.bench_function("dau_30_days", |b| {
-        b.iter(|| rt.block_on(a.active_users(Period::Day, q.dau, None)).unwrap())
+        b.iter(|| {
+            rt.block_on(a.active_users(Period::Day, q.dau, None))
+                .unwrap()
+        })
     });
     g.bench_function("funnel_3_steps_7_days", |b| {
         b.iter(|| rt.block_on(a.funnel(&q.funnel)).unwrap())

@@ -110,8 +110,8 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles,
-    Store, StoreBuilder, SweepReport, Users,
+    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload,
+    MediaFiles, Store, StoreBuilder, SweepReport, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

@@ -136,11 +136,15 @@ impl AnalyticsBackend for MemoryBackend {
                 bucket: None,
                 users,
             })
-            .chain(active.into_iter().map(|((cohort, b), users)| RetentionCell {
-                cohort,
-                bucket: Some(b),
-                users: users.len() as u64,
-            }))
+            .chain(
+                active
+                    .into_iter()
+                    .map(|((cohort, b), users)| RetentionCell {
+                        cohort,
+                        bucket: Some(b),
+                        users: users.len() as u64,
+                    }),
+            )
             .collect())
     }
 

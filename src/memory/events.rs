@@ -141,8 +141,13 @@ impl EventLog {
         event_type: Option<&EventType>,
         range: TimeRange,
     ) -> impl DoubleEndedIterator<Item = &'a Event> + 'a {
-        self.candidates(user_id, event_type, range.since.map(at), range.until.map(at))
-            .filter_map(|(_, id)| self.events.get(id))
+        self.candidates(
+            user_id,
+            event_type,
+            range.since.map(at),
+            range.until.map(at),
+        )
+        .filter_map(|(_, id)| self.events.get(id))
     }
 
     /// Every event type with events, and how many of them fall in `range`.

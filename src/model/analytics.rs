@@ -99,7 +99,9 @@ impl Period {
             if out.len() == max {
                 return Err(Error::invalid(
                     Field::Period,
-                    format!("the range holds more than {max} buckets of this period: use a longer period or a shorter range"),
+                    format!(
+                        "the range holds more than {max} buckets of this period: use a longer period or a shorter range"
+                    ),
                 ));
             }
             out.push(at);
@@ -506,7 +508,10 @@ impl SearchCursor {
 
     pub(crate) fn check(&self) -> Result<()> {
         if !self.rank.is_finite() {
-            return Err(Error::invalid(Field::Cursor, "not a cursor this store issued"));
+            return Err(Error::invalid(
+                Field::Cursor,
+                "not a cursor this store issued",
+            ));
         }
         check_timestamp(Field::Cursor, self.created_at)
     }
@@ -565,8 +570,7 @@ pub(crate) fn after_cursor(order: SearchOrder, hit: &SearchHit, c: &SearchCursor
 /// Sorts hits in `order` (rank descending, then newest first).
 pub(crate) fn sort_hits(order: SearchOrder, hits: &mut [SearchHit]) {
     hits.sort_by(|a, b| {
-        let by_time =
-            (b.event.created_at, b.event.id).cmp(&(a.event.created_at, a.event.id));
+        let by_time = (b.event.created_at, b.event.id).cmp(&(a.event.created_at, a.event.id));
         match order {
             SearchOrder::Newest => by_time,
             SearchOrder::Relevance => b.rank.total_cmp(&a.rank).then(by_time),

@@ -18,9 +18,7 @@ use diesel::dsl::sql;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{
-    Array, BigInt, Bool, Float, Jsonb, Nullable, Text, Timestamptz, Varchar,
-};
+use diesel::sql_types::{Array, BigInt, Bool, Float, Jsonb, Nullable, Text, Timestamptz, Varchar};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -31,8 +29,8 @@ use crate::backend::AnalyticsBackend;
 use crate::error::Result;
 use crate::model::analytics::{RetentionCell, tokens};
 use crate::model::{
-    ActiveUsers, Breakdown, Cursor, Event, EventSearch, EventType, Funnel, Json, Period,
-    Retention, SearchCursor, SearchHit, SearchOrder, TimeRange, TypeCount, User, ValueCount,
+    ActiveUsers, Breakdown, Cursor, Event, EventSearch, EventType, Funnel, Json, Period, Retention,
+    SearchCursor, SearchHit, SearchOrder, TimeRange, TypeCount, User, ValueCount,
 };
 
 /// The document a payload search reads: the words of its string values,
@@ -194,7 +192,9 @@ async fn active_users(
 /// in range; step k the first event of type k after step k-1's, before
 /// entry + window (a correlated lookup on `(user_id, created_at)`).
 async fn funnel(conn: &mut AsyncPgConnection, funnel: &Funnel) -> Result<Vec<u64>> {
-    let mut q = Sql::new("WITH s1 AS (SELECT e.user_id, min(e.created_at) AS t0, min(e.created_at) AS t FROM events e WHERE e.user_id IS NOT NULL");
+    let mut q = Sql::new(
+        "WITH s1 AS (SELECT e.user_id, min(e.created_at) AS t0, min(e.created_at) AS t FROM events e WHERE e.user_id IS NOT NULL",
+    );
     q.filters(funnel.range, Some(&funnel.steps[0]))
         .push(" GROUP BY e.user_id)");
     let window_us = funnel.window.num_microseconds().unwrap_or(i64::MAX);
@@ -225,7 +225,9 @@ async fn funnel(conn: &mut AsyncPgConnection, funnel: &Funnel) -> Result<Vec<u64
 }
 
 async fn retention(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<RetentionCell>> {
-    let mut q = Sql::new("WITH firsts AS (SELECT e.user_id, min(e.created_at) AS first_at FROM events e WHERE e.user_id IS NOT NULL");
+    let mut q = Sql::new(
+        "WITH firsts AS (SELECT e.user_id, min(e.created_at) AS first_at FROM events e WHERE e.user_id IS NOT NULL",
+    );
     q.filters(r.range, r.cohort_event.as_ref())
         .push(" GROUP BY e.user_id), cohorts AS (SELECT f.user_id, date_trunc(")
         .arg(Arg::Text(r.period.as_sql().to_owned()));
@@ -328,7 +330,8 @@ async fn search_events(
     // The words were split as the in-memory backend splits them; the
     // `simple` parser then makes each one lexeme, and plainto_tsquery ANDs
     // them with no operator syntax to escape.
-    let mut q = Sql::new("SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, ");
+    let mut q =
+        Sql::new("SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, ");
     let rank = match search.order {
         SearchOrder::Relevance => format!("ts_rank({PAYLOAD_WORDS}, q)"),
         SearchOrder::Newest => "0::real".to_owned(),
@@ -337,7 +340,10 @@ async fn search_events(
         "{rank} AS rank FROM events e, plainto_tsquery('simple'::regconfig, "
     ))
     .arg(Arg::Text(words.join(" ")))
-    .push(&format!(") q WHERE {} @@ q", PAYLOAD_WORDS.replace("payload", "e.payload")))
+    .push(&format!(
+        ") q WHERE {} @@ q",
+        PAYLOAD_WORDS.replace("payload", "e.payload")
+    ))
     .filters(search.range, search.event_type.as_ref());
     if let (Some(c), SearchOrder::Newest) = (after, search.order) {
         q.push(" AND (e.created_at, e.id) < (")

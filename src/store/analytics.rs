@@ -177,9 +177,7 @@ impl Analytics<'_> {
             bounded(range)?;
             check_payload_key(key)?;
             check_top(top)?;
-            self.backend()
-                .breakdown(key, range, event_type, top)
-                .await
+            self.backend().breakdown(key, range, event_type, top).await
         })
         .await
     }
@@ -256,10 +254,7 @@ impl Analytics<'_> {
         traced(site!("search_users", "users"), async {
             check_page(limit, after)?;
             let text = user_search_text(text)?;
-            let users = self
-                .backend()
-                .search_users(&text, after, limit + 1)
-                .await?;
+            let users = self.backend().search_users(&text, after, limit + 1).await?;
             Ok(page_from(users, limit, |u| Cursor::new(u.created_at, u.id)))
         })
         .await

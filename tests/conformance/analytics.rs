@@ -60,8 +60,24 @@ pub async fn active_users_per_day_week_and_month(store: &Store, clock: &ManualCl
     at(store, clock, d0() + h(2), "user.login", Some(a), json!({})).await;
     at(store, clock, d0() + h(3), "page.view", Some(b), json!({})).await;
     at(store, clock, d0() + h(4), "page.view", None, json!({})).await;
-    at(store, clock, d0() + day(1) + h(1), "page.view", Some(a), json!({})).await;
-    at(store, clock, d0() + day(8), "user.login", Some(c), json!({})).await;
+    at(
+        store,
+        clock,
+        d0() + day(1) + h(1),
+        "page.view",
+        Some(a),
+        json!({}),
+    )
+    .await;
+    at(
+        store,
+        clock,
+        d0() + day(8),
+        "user.login",
+        Some(c),
+        json!({}),
+    )
+    .await;
     let analytics = store.analytics();
 
     let three_days = TimeRange::between(d0(), d0() + day(3));
@@ -86,7 +102,10 @@ pub async fn active_users_per_day_week_and_month(store: &Store, clock: &ManualCl
         .active_users(Period::Week, TimeRange::between(d0(), d0() + day(14)), None)
         .await
         .unwrap();
-    assert_eq!(users_per_bucket(&weekly), vec![(d0(), 2), (d0() + day(7), 1)]);
+    assert_eq!(
+        users_per_bucket(&weekly),
+        vec![(d0(), 2), (d0() + day(7), 1)]
+    );
 
     // 2026-03-01 is a Sunday: its week started on Monday 2026-02-23.
     let monthly = analytics
@@ -193,11 +212,7 @@ pub async fn funnel_counts_users_in_order_within_the_window(store: &Store, clock
     assert_eq!(one_day[1].users, 0);
     let just_over = store
         .analytics()
-        .funnel(&Funnel::new(
-            two,
-            day(1) + Duration::microseconds(1),
-            range,
-        ))
+        .funnel(&Funnel::new(two, day(1) + Duration::microseconds(1), range))
         .await
         .unwrap();
     assert_eq!((just_over[0].users, just_over[1].users), (7, 2));
@@ -279,17 +294,57 @@ pub async fn breakdown_by_payload_key_with_top_rest_and_missing(
     };
     for country in ["FR", "US", "DE", "US", "FR", "JP", "US", "DE", "FR"] {
         let when = next();
-        at(store, clock, when, "page.view", None, json!({"country": country})).await;
+        at(
+            store,
+            clock,
+            when,
+            "page.view",
+            None,
+            json!({"country": country}),
+        )
+        .await;
     }
     let when = next();
-    at(store, clock, when, "page.view", None, json!({"country": 33})).await;
+    at(
+        store,
+        clock,
+        when,
+        "page.view",
+        None,
+        json!({"country": 33}),
+    )
+    .await;
     let when = next();
-    at(store, clock, when, "page.view", None, json!({"other": "FR"})).await;
+    at(
+        store,
+        clock,
+        when,
+        "page.view",
+        None,
+        json!({"other": "FR"}),
+    )
+    .await;
     let when = next();
     at(store, clock, when, "page.view", None, json!("FR")).await;
     let when = next();
-    at(store, clock, when, "user.login", None, json!({"country": "FR", "a'b\"c": "x"})).await;
-    at(store, clock, d0() + day(2), "page.view", None, json!({"country": "JP"})).await;
+    at(
+        store,
+        clock,
+        when,
+        "user.login",
+        None,
+        json!({"country": "FR", "a'b\"c": "x"}),
+    )
+    .await;
+    at(
+        store,
+        clock,
+        d0() + day(2),
+        "page.view",
+        None,
+        json!({"country": "JP"}),
+    )
+    .await;
 
     let day_range = TimeRange::between(d0(), d0() + day(1));
     let views = event_type("page.view");
@@ -380,7 +435,10 @@ pub async fn analytics_input_is_validated(store: &Store, _clock: &ManualClock) {
     let backwards = TimeRange::between(d0(), d0());
     let view = event_type("page.view");
 
-    expect_invalid(a.active_users(Period::Day, open, None).await, Field::TimeRange);
+    expect_invalid(
+        a.active_users(Period::Day, open, None).await,
+        Field::TimeRange,
+    );
     expect_invalid(
         a.active_users(Period::Day, backwards, None).await,
         Field::TimeRange,
@@ -409,10 +467,7 @@ pub async fn analytics_input_is_validated(store: &Store, _clock: &ManualClock) {
     let funnel = |steps: Vec<&str>, window: Duration, range: TimeRange| {
         Funnel::new(steps.into_iter().map(event_type), window, range)
     };
-    expect_invalid(
-        a.funnel(&funnel(vec![], day(7), range)).await,
-        Field::Steps,
-    );
+    expect_invalid(a.funnel(&funnel(vec![], day(7), range)).await, Field::Steps);
     expect_invalid(
         a.funnel(&funnel(vec!["a.b"], day(7), range)).await,
         Field::Steps,
@@ -455,7 +510,10 @@ pub async fn analytics_input_is_validated(store: &Store, _clock: &ManualClock) {
         a.breakdown("country", range, Some(&view), 101).await,
         Field::Limit,
     );
-    expect_invalid(a.breakdown("country", open, None, 5).await, Field::TimeRange);
+    expect_invalid(
+        a.breakdown("country", open, None, 5).await,
+        Field::TimeRange,
+    );
     expect_invalid(a.top_event_types(range, 0).await, Field::Limit);
     expect_invalid(a.top_event_types(range, 101).await, Field::Limit);
     expect_invalid(a.top_event_types(open, 5).await, Field::TimeRange);
@@ -560,8 +618,16 @@ pub async fn search_events_by_words_ranked_with_pages(store: &Store, clock: &Man
         all_pages(store, &EventSearch::new("42"), 10).await,
         ids(&[&e4])
     );
-    assert!(all_pages(store, &EventSearch::new("title"), 10).await.is_empty());
-    assert!(all_pages(store, &EventSearch::new("pay"), 10).await.is_empty());
+    assert!(
+        all_pages(store, &EventSearch::new("title"), 10)
+            .await
+            .is_empty()
+    );
+    assert!(
+        all_pages(store, &EventSearch::new("pay"), 10)
+            .await
+            .is_empty()
+    );
 
     // Best first: e3 holds the word three times; ties newest first.
     let ranked = ids(&[&e3, &e5, &e2, &e1]);
@@ -617,14 +683,12 @@ pub async fn search_users_by_email_wallet_and_display_name(store: &Store, clock:
             .metadata(json!({"display_name": "ADA L."})),
     )
     .await;
-    let bob = create(
-        NewUser::with_email(email("bob@example.com")).metadata(json!({"display_name": 7})),
-    )
-    .await;
-    let sure = create(
-        NewUser::with_wallet(nth_wallet(9)).metadata(json!({"display_name": "100%_sure"})),
-    )
-    .await;
+    let bob =
+        create(NewUser::with_email(email("bob@example.com")).metadata(json!({"display_name": 7})))
+            .await;
+    let sure =
+        create(NewUser::with_wallet(nth_wallet(9)).metadata(json!({"display_name": "100%_sure"})))
+            .await;
     let underscore = create(NewUser::with_email(email("a_b@example.com"))).await;
     create(NewUser::with_email(email("axb@example.com"))).await;
     let search = async |text: &str, limit: usize| {
