@@ -350,7 +350,8 @@ async fn plans(client: &Client) {
         "h.rank DESC, h.created_at DESC, h.id DESC",
     );
     let newest = search("0::real", "h.created_at DESC, h.id DESC");
-    let cases: Vec<(&str, String, Vec<Box<dyn ToSql + Sync + Send>>)> = vec![
+    type Args = Vec<Box<dyn ToSql + Sync + Send>>;
+    let cases: Vec<(&str, String, Args)> = vec![
         (
             "30 days of daily active users",
             "SELECT date_trunc($1, e.created_at, 'UTC') AS bucket, count(DISTINCT e.user_id) AS n \
