@@ -204,6 +204,16 @@ pub enum Field {
     Range,
     /// A signed URL's lifetime.
     Expiry,
+    /// The bucket period of an analytics query.
+    Period,
+    /// A funnel's steps.
+    Steps,
+    /// A funnel's window.
+    Window,
+    /// The payload key a breakdown groups by.
+    PayloadKey,
+    /// A search text.
+    Query,
 }
 
 impl std::fmt::Display for Field {
@@ -232,6 +242,11 @@ impl std::fmt::Display for Field {
             Field::FileName => "file name",
             Field::Range => "range",
             Field::Expiry => "expiry",
+            Field::Period => "period",
+            Field::Steps => "steps",
+            Field::Window => "window",
+            Field::PayloadKey => "payload key",
+            Field::Query => "query",
         })
     }
 }

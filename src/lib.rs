@@ -86,6 +86,12 @@ pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{
+    ActiveUsers, Breakdown, Cohort, EventSearch, Funnel, FunnelStep, MAX_ACTIVITY_BUCKETS,
+    MAX_COHORTS, MAX_FUNNEL_STEPS, MAX_FUNNEL_WINDOW, MAX_PAYLOAD_KEY_LEN, MAX_SEARCH_LEN,
+    MAX_SEARCH_WORDS, MAX_TOP, MIN_USER_SEARCH_LEN, Period, Retention, SearchCursor, SearchHit,
+    SearchOrder, SearchPage, TypeCount, ValueCount,
+};
+pub use model::{
     ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES,
     Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN,
     MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
@@ -109,8 +115,8 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles,
-    Store, StoreBuilder, SweepReport, Users,
+    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload,
+    MediaFiles, Store, StoreBuilder, SweepReport, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

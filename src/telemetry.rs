@@ -156,6 +156,14 @@ pub const OPERATIONS: &[&str] = &[
     "record_many",
     "count",
     "count_by_bucket",
+    // analytics
+    "active_users",
+    "funnel",
+    "retention",
+    "breakdown",
+    "top_event_types",
+    "search_events",
+    "search_users",
     // the store
     "migrate",
     "verify_schema",

@@ -56,6 +56,14 @@ export const users = pgTable(
     uniqueIndex("users_email_lower_key").on(sql`lower(${t.email})`),
     uniqueIndex("users_wallet_address_lower_key").on(sql`lower(${t.walletAddress})`),
     index("users_created_at_id_idx").on(t.createdAt, t.id),
+    // The crate's user search (Analytics::search_users): email and wallet prefixes
+    // (bytewise, whatever the collation), words of the display name.
+    index("users_email_prefix_idx").on(sql`lower(${t.email}) text_pattern_ops`),
+    index("users_wallet_address_prefix_idx").on(sql`lower(${t.walletAddress}) text_pattern_ops`),
+    index("users_display_name_fts_idx").using(
+      "gin",
+      sql`to_tsvector('simple'::regconfig, ${t.metadata} ->> 'display_name')`,
+    ),
   ],
 );
 
@@ -108,6 +116,12 @@ export const events = pgTable(
     ),
     index("events_payload_idx").using("gin", t.payload.op("jsonb_path_ops")),
     index("events_created_at_idx").on(t.createdAt.desc().nullsFirst(), t.id.desc().nullsFirst()),
+    // Full-text search over the words of the payloads' string values, in the
+    // language-neutral 'simple' configuration (Analytics::search_events).
+    index("events_payload_fts_idx").using(
+      "gin",
+      sql`jsonb_to_tsvector('simple'::regconfig, ${t.payload}, '["string"]'::jsonb)`,
+    ),
   ],
 );
 

@@ -3,6 +3,7 @@
 //! stores and fetches, with the semantics documented on each method. The
 //! conformance suite in `tests/conformance` holds every backend to them.
 
+mod analytics;
 mod media;
 mod objects;
 mod sessions;
@@ -11,6 +12,7 @@ mod settings;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(crate) use self::analytics::AnalyticsBackend;
 pub(crate) use self::media::MediaBackend;
 pub use self::objects::{DEFAULT_KEY_PREFIX, DEFAULT_MEDIA_ROOT, MediaStorage};
 pub(crate) use self::objects::{Objects, object_error};
@@ -159,4 +161,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The `media` rows kept by this backend's own storage (the `media`
     /// table, for PostgreSQL).
     fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn MediaBackend>;
+
+    /// Analytics and search over this backend's own `events` and `users`.
+    fn analytics(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AnalyticsBackend>;
 }

@@ -465,4 +465,9 @@ impl Backend for CachedBackend {
     fn media(self: Arc<Self>) -> Arc<dyn crate::backend::MediaBackend> {
         self.inner.clone().media()
     }
+
+    /// Not cached: aggregates and searches go to the backend underneath.
+    fn analytics(self: Arc<Self>) -> Arc<dyn crate::backend::AnalyticsBackend> {
+        self.inner.clone().analytics()
+    }
 }

@@ -170,6 +170,17 @@ impl Accounts {
     }
 
     /// Up to `limit` users after `after` in `(created_at, id)` order.
+    /// Users in `(created_at, id)` order, strictly after `after`.
+    pub(super) fn users_after(&self, after: Option<Cursor>) -> impl Iterator<Item = &User> + '_ {
+        let start = match after {
+            Some(c) => Bound::Excluded((c.created_at, c.id)),
+            None => Bound::Unbounded,
+        };
+        self.user_order
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, id)| self.users.get(id))
+    }
+
     pub(super) fn list_users(&self, after: Option<Cursor>, limit: usize) -> Vec<User> {
         let start = match after {
             Some(c) => Bound::Excluded((c.created_at, c.id)),

@@ -133,6 +133,37 @@ impl EventLog {
             .collect()
     }
 
+    /// The events in `range` (of `user_id` and of `event_type`, when
+    /// given), oldest first.
+    pub(super) fn scan<'a>(
+        &'a self,
+        user_id: Option<Uuid>,
+        event_type: Option<&EventType>,
+        range: TimeRange,
+    ) -> impl DoubleEndedIterator<Item = &'a Event> + 'a {
+        self.candidates(
+            user_id,
+            event_type,
+            range.since.map(at),
+            range.until.map(at),
+        )
+        .filter_map(|(_, id)| self.events.get(id))
+    }
+
+    /// Every event type with events, and how many of them fall in `range`.
+    pub(super) fn type_counts(&self, range: TimeRange) -> Vec<(&EventType, u64)> {
+        self.by_type
+            .iter()
+            .map(|(t, set)| {
+                (
+                    t,
+                    window(set, range.since.map(at), range.until.map(at)).count() as u64,
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     pub(super) fn count(&self, event_type: &EventType, range: TimeRange) -> u64 {
         self.candidates(
             None,

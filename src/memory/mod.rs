@@ -27,6 +27,7 @@
 //! consistent and is used as is.
 
 mod accounts;
+mod analytics;
 mod events;
 mod media;
 
@@ -262,6 +263,12 @@ impl Backend for MemoryBackend {
 
     fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
         self.media_rows()
+    }
+
+    fn analytics(
+        self: std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn crate::backend::AnalyticsBackend> {
+        self
     }
 }
 

@@ -426,6 +426,41 @@ pub(crate) fn contains(container: &Json, contained: &Json) -> bool {
     ops::contains(container.as_str(), contained.as_str())
 }
 
+impl Json {
+    /// Every string value in the document (object keys excluded), at any
+    /// depth, unescaped: what `jsonb_to_tsvector(…, '["string"]')` reads.
+    /// Of a key written twice in one object only the last value counts, as
+    /// in `jsonb`.
+    pub(crate) fn string_values(&self) -> Vec<String> {
+        let Ok(tree) = Tree::parse(self.as_str(), Rules::LENIENT) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![0usize];
+        while let Some(i) = stack.pop() {
+            match &tree.nodes[i].kind {
+                Kind::Str(s) => out.push(s.to_string()),
+                Kind::Arr(items) => stack.extend(items.iter().rev()),
+                Kind::Obj(_) => stack.extend(tree.members(i).into_iter().map(|m| m.1)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The string under the top-level `key` (`payload->>key` when
+    /// `jsonb_typeof(payload->key) = 'string'`); `None` if the document is
+    /// not an object, lacks the key, or holds something else under it.
+    pub(crate) fn string_member(&self, key: &str) -> Option<String> {
+        let tree = Tree::parse(self.as_str(), Rules::LENIENT).ok()?;
+        let i = tree.member(0, key)?;
+        match &tree.nodes[i].kind {
+            Kind::Str(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,7 @@ macro_rules! on_replica {
     }};
 }
 
+mod analytics;
 mod connect;
 mod errors;
 mod events;
@@ -410,6 +411,12 @@ impl Backend for PgBackend {
 
     fn media(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::MediaBackend> {
         std::sync::Arc::new(media::PgMedia::new(self))
+    }
+
+    fn analytics(
+        self: std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn crate::backend::AnalyticsBackend> {
+        self
     }
 
     fn pool_state(&self) -> Option<PoolState> {

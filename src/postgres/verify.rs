@@ -198,6 +198,30 @@ pub(super) const INDEXES: &[(&str, &str, bool, &str)] = &[
         "btree (created_at DESC, id DESC)",
     ),
     (
+        "events",
+        "events_payload_fts_idx",
+        false,
+        "gin (jsonb_to_tsvector('simple'::regconfig, payload, '[\"string\"]'::jsonb))",
+    ),
+    (
+        "users",
+        "users_email_prefix_idx",
+        false,
+        "btree (lower((email)::text) text_pattern_ops)",
+    ),
+    (
+        "users",
+        "users_wallet_address_prefix_idx",
+        false,
+        "btree (lower((wallet_address)::text) text_pattern_ops)",
+    ),
+    (
+        "users",
+        "users_display_name_fts_idx",
+        false,
+        "gin (to_tsvector('simple'::regconfig, (metadata ->> 'display_name'::text)))",
+    ),
+    (
         "sessions",
         "sessions_expires_at_idx",
         false,

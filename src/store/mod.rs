@@ -4,6 +4,7 @@
 //! validates input, fills in ids and timestamps, and traces the call; the
 //! backend underneath (`crate::backend::Backend`) stores and fetches.
 
+mod analytics;
 mod api_keys;
 mod builder;
 mod events;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use self::analytics::Analytics;
 pub use self::api_keys::ApiKeys;
 pub use self::builder::StoreBuilder;
 pub use self::events::Events;
@@ -122,6 +124,12 @@ impl Store {
     /// Events.
     pub fn events(&self) -> Events<'_> {
         Events { store: self }
+    }
+
+    /// Analytics (active users, funnels, retention, breakdowns, top types)
+    /// and full-text search over events and users.
+    pub fn analytics(&self) -> Analytics<'_> {
+        Analytics { store: self }
     }
 
     /// Media files: rows in this store's backend, bytes in its object

@@ -28,6 +28,7 @@
 //! can write rows the way other services do, with plain SQL.
 #![allow(dead_code)]
 
+pub mod analytics;
 pub mod events;
 pub mod keys;
 pub mod outside;
@@ -116,6 +117,16 @@ macro_rules! conformance_tests {
                 invalid_limits_and_ranges_are_refused,
                 instants_outside_what_postgresql_stores_are_refused,
                 health_and_migrate,
+            }
+            analytics {
+                active_users_per_day_week_and_month,
+                funnel_counts_users_in_order_within_the_window,
+                retention_by_weekly_cohort,
+                breakdown_by_payload_key_with_top_rest_and_missing,
+                top_event_types_in_a_range,
+                analytics_input_is_validated,
+                search_events_by_words_ranked_with_pages,
+                search_users_by_email_wallet_and_display_name,
             }
             outside {
                 documents_written_outside_read_back_exactly,

@@ -1,0 +1,14 @@
+-- Full-text search over the words of the payloads' string values
+-- (Analytics::search_events), in the language-neutral 'simple' configuration:
+-- words lower-cased, no stemming, no stop words, so a search works the same
+-- in every language the platform's users write in.
+--
+-- Built CONCURRENTLY, as every index of the crate (see
+-- 2026-11-26-000016_index_events_payload_idx): reads and writes go on during
+-- the build; a failed build's INVALID index is dropped and built again by
+-- Store::migrate.
+-- squawk-ignore-file require-lock-timeout
+-- squawk-ignore-file require-statement-timeout
+-- (A concurrent build on a large table takes minutes; a statement timeout
+-- would only leave an invalid index behind.)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS events_payload_fts_idx ON events USING gin (jsonb_to_tsvector('simple'::regconfig, payload, '["string"]'::jsonb));

@@ -1,0 +1,12 @@
+-- Prefix search (LIKE '0xab%') over lower-cased wallet addresses
+-- (Analytics::search_users), usable whatever the database's collation.
+--
+-- Built CONCURRENTLY, as every index of the crate (see
+-- 2026-11-26-000016_index_events_payload_idx): reads and writes go on during
+-- the build; a failed build's INVALID index is dropped and built again by
+-- Store::migrate.
+-- squawk-ignore-file require-lock-timeout
+-- squawk-ignore-file require-statement-timeout
+-- (A concurrent build on a large table takes minutes; a statement timeout
+-- would only leave an invalid index behind.)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS users_wallet_address_prefix_idx ON users USING btree (lower((wallet_address)::text) text_pattern_ops);

@@ -1,0 +1,15 @@
+-- Word-prefix search over display names (metadata->>'display_name',
+-- Analytics::search_users), in the 'simple' configuration as
+-- events_payload_fts_idx. No pg_trgm: Drizzle cannot declare extensions, so a
+-- database pushed from compat/drizzle/schema.ts could not hold a trigram
+-- index.
+--
+-- Built CONCURRENTLY, as every index of the crate (see
+-- 2026-11-26-000016_index_events_payload_idx): reads and writes go on during
+-- the build; a failed build's INVALID index is dropped and built again by
+-- Store::migrate.
+-- squawk-ignore-file require-lock-timeout
+-- squawk-ignore-file require-statement-timeout
+-- (A concurrent build on a large table takes minutes; a statement timeout
+-- would only leave an invalid index behind.)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS users_display_name_fts_idx ON users USING gin (to_tsvector('simple'::regconfig, metadata ->> 'display_name'));

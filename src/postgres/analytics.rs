@@ -1,0 +1,490 @@
+//! Analytics and search over `events` and `users`, in SQL.
+//!
+//! Each query puts in its SQL only the conditions asked for, so that the
+//! planner can pick the `(event_type, created_at)` or `(created_at)` index,
+//! or the full-text and trigram indexes of the `2026-12-03-*` migrations:
+//!
+//! - `events_payload_fts_idx`: GIN on
+//!   `jsonb_to_tsvector('simple', payload, '["string"]')`, the words of the
+//!   payload's string values, for [`search_events`];
+//! - `users_email_prefix_idx`, `users_wallet_address_prefix_idx`: btree
+//!   `text_pattern_ops` on the lower-cased email and wallet address, for
+//!   `LIKE 'prefix%'` whatever the collation;
+//! - `users_display_name_fts_idx`: GIN on
+//!   `to_tsvector('simple', metadata->>'display_name')`, for word prefixes.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::BoxedSqlQuery;
+use diesel::sql_types::{Array, BigInt, Bool, Float, Jsonb, Nullable, Text, Timestamptz, Varchar};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::PgBackend;
+use super::schema::users;
+use super::users::UserRow;
+use crate::backend::AnalyticsBackend;
+use crate::error::Result;
+use crate::model::analytics::{RetentionCell, tokens};
+use crate::model::{
+    ActiveUsers, Breakdown, Cursor, Event, EventSearch, EventType, Funnel, Json, Period, Retention,
+    SearchCursor, SearchHit, SearchOrder, TimeRange, TypeCount, User, ValueCount,
+};
+
+/// The document a payload search reads: the words of its string values,
+/// exactly the expression `events_payload_fts_idx` indexes.
+const PAYLOAD_WORDS: &str =
+    "jsonb_to_tsvector('simple'::regconfig, payload, '[\"string\"]'::jsonb)";
+
+/// One value to bind.
+enum Arg {
+    Text(String),
+    Time(DateTime<Utc>),
+    Int(i64),
+    Real(f32),
+    Id(Uuid),
+}
+
+/// SQL text with its arguments, numbered as they are pushed.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends `text`.
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `arg` (as `$n`).
+    fn arg(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        let n = self.args.len();
+        self.text.push_str(&format!("${n}"));
+        self
+    }
+
+    /// The conditions of a time range (and type) on `events` aliased `e`.
+    fn filters(&mut self, range: TimeRange, event_type: Option<&EventType>) -> &mut Self {
+        if let Some(s) = range.since {
+            self.push(" AND e.created_at >= ").arg(Arg::Time(s));
+        }
+        if let Some(u) = range.until {
+            self.push(" AND e.created_at < ").arg(Arg::Time(u));
+        }
+        if let Some(t) = event_type {
+            self.push(" AND e.event_type = ")
+                .arg(Arg::Text(t.as_str().to_owned()));
+        }
+        self
+    }
+
+    fn query(self) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
+        let mut q = diesel::sql_query(self.text).into_boxed::<Pg>();
+        for a in self.args {
+            q = match a {
+                Arg::Text(v) => q.bind::<Text, _>(v),
+                Arg::Time(v) => q.bind::<Timestamptz, _>(v),
+                Arg::Int(v) => q.bind::<BigInt, _>(v),
+                Arg::Real(v) => q.bind::<Float, _>(v),
+                Arg::Id(v) => q.bind::<diesel::sql_types::Uuid, _>(v),
+            };
+        }
+        q
+    }
+}
+
+#[derive(QueryableByName)]
+struct BucketRow {
+    #[diesel(sql_type = Timestamptz)]
+    bucket: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct CellRow {
+    #[diesel(sql_type = Timestamptz)]
+    cohort: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    bucket: Option<DateTime<Utc>>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct ValueRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    v: Option<String>,
+    #[diesel(sql_type = Bool)]
+    missing: bool,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct TypeRow {
+    #[diesel(sql_type = Varchar)]
+    event_type: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct CountsRow {
+    #[diesel(sql_type = Array<BigInt>)]
+    counts: Vec<i64>,
+}
+
+#[derive(QueryableByName)]
+struct HitRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    user_id: Option<Uuid>,
+    #[diesel(sql_type = Varchar)]
+    event_type: String,
+    #[diesel(sql_type = Jsonb)]
+    payload: Json,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Float)]
+    rank: f32,
+}
+
+async fn active_users(
+    conn: &mut AsyncPgConnection,
+    period: Period,
+    range: TimeRange,
+    event_type: Option<&EventType>,
+) -> Result<Vec<ActiveUsers>> {
+    let mut q = Sql::new("SELECT date_trunc(");
+    q.arg(Arg::Text(period.as_sql().to_owned()))
+        .push(
+            ", e.created_at, 'UTC') AS bucket, count(DISTINCT e.user_id) AS n \
+             FROM events e WHERE e.user_id IS NOT NULL",
+        )
+        .filters(range, event_type)
+        .push(" GROUP BY 1 ORDER BY 1");
+    let rows: Vec<BucketRow> = q.query().load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ActiveUsers {
+            bucket: r.bucket,
+            users: r.n as u64,
+        })
+        .collect())
+}
+
+/// One CTE per step: step 1 is each user's first event of the first type
+/// in range; step k the first event of type k after step k-1's, before
+/// entry + window (a correlated lookup on `(user_id, created_at)`).
+async fn funnel(conn: &mut AsyncPgConnection, funnel: &Funnel) -> Result<Vec<u64>> {
+    let mut q = Sql::new(
+        "WITH s1 AS (SELECT e.user_id, min(e.created_at) AS t0, min(e.created_at) AS t FROM events e WHERE e.user_id IS NOT NULL",
+    );
+    q.filters(funnel.range, Some(&funnel.steps[0]))
+        .push(" GROUP BY e.user_id)");
+    let window_us = funnel.window.num_microseconds().unwrap_or(i64::MAX);
+    q.args.push(Arg::Int(window_us));
+    let window = format!("(${} * interval '1 microsecond')", q.args.len());
+    for (k, step) in funnel.steps.iter().enumerate().skip(1) {
+        q.push(&format!(
+            ", s{n} AS (SELECT s.user_id, s.t0, (SELECT min(e.created_at) FROM events e \
+             WHERE e.user_id = s.user_id AND e.event_type = ",
+            n = k + 1
+        ))
+        .arg(Arg::Text(step.as_str().to_owned()))
+        .push(&format!(
+            " AND e.created_at > s.t AND e.created_at < s.t0 + {window}) AS t \
+             FROM s{k} s WHERE s.t IS NOT NULL)"
+        ));
+    }
+    q.push(" SELECT ARRAY[");
+    for k in 1..=funnel.steps.len() {
+        if k > 1 {
+            q.push(", ");
+        }
+        q.push(&format!("(SELECT count(*) FROM s{k} WHERE t IS NOT NULL)"));
+    }
+    q.push("]::int8[] AS counts");
+    let row: CountsRow = q.query().get_result(conn).await?;
+    Ok(row.counts.into_iter().map(|n| n as u64).collect())
+}
+
+async fn retention(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<RetentionCell>> {
+    let mut q = Sql::new(
+        "WITH firsts AS (SELECT e.user_id, min(e.created_at) AS first_at FROM events e WHERE e.user_id IS NOT NULL",
+    );
+    q.filters(r.range, r.cohort_event.as_ref())
+        .push(" GROUP BY e.user_id), cohorts AS (SELECT f.user_id, date_trunc(")
+        .arg(Arg::Text(r.period.as_sql().to_owned()));
+    let period = q.args.len();
+    q.push(
+        ", f.first_at, 'UTC') AS cohort FROM firsts f WHERE NOT EXISTS \
+         (SELECT 1 FROM events e WHERE e.user_id = f.user_id",
+    )
+    .filters(TimeRange::until(r.range.since.unwrap_or(DateTime::<Utc>::MIN_UTC)), r.cohort_event.as_ref())
+    .push(&format!(
+        ")), active AS (SELECT DISTINCT e.user_id, date_trunc(${period}, e.created_at, 'UTC') AS bucket \
+         FROM events e WHERE e.user_id IS NOT NULL"
+    ))
+    .filters(r.range, r.active_event.as_ref())
+    .push(
+        ") SELECT c.cohort, NULL::timestamptz AS bucket, count(*) AS n FROM cohorts c GROUP BY 1 \
+         UNION ALL SELECT c.cohort, a.bucket, count(*) AS n FROM cohorts c \
+         JOIN active a ON a.user_id = c.user_id AND a.bucket >= c.cohort GROUP BY 1, 2",
+    );
+    let rows: Vec<CellRow> = q.query().load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|c| RetentionCell {
+            cohort: c.cohort,
+            bucket: c.bucket,
+            users: c.n as u64,
+        })
+        .collect())
+}
+
+async fn breakdown(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    range: TimeRange,
+    event_type: Option<&EventType>,
+    top: usize,
+) -> Result<Breakdown> {
+    let mut q = Sql::new("WITH g AS (SELECT CASE WHEN jsonb_typeof(e.payload -> ");
+    q.arg(Arg::Text(key.to_owned()));
+    let k = q.args.len();
+    q.push(&format!(
+        "::text) = 'string' THEN e.payload ->> ${k}::text END AS v, count(*) AS n \
+         FROM events e WHERE true"
+    ))
+    .filters(range, event_type)
+    .push(
+        " GROUP BY 1), r AS (SELECT v, n, row_number() OVER \
+         (PARTITION BY v IS NULL ORDER BY n DESC, v COLLATE \"C\") AS rk FROM g) \
+         SELECT CASE WHEN v IS NOT NULL AND rk <= ",
+    )
+    .arg(Arg::Int(top as i64))
+    .push(" THEN v END AS v, v IS NULL AS missing, sum(n)::int8 AS n FROM r GROUP BY 1, 2");
+    let rows: Vec<ValueRow> = q.query().load(conn).await?;
+    let mut out = Breakdown {
+        values: Vec::new(),
+        other: 0,
+        missing: 0,
+    };
+    for r in rows {
+        match (r.missing, r.v) {
+            (true, _) => out.missing = r.n as u64,
+            (false, None) => out.other = r.n as u64,
+            (false, Some(value)) => out.values.push(ValueCount {
+                value,
+                count: r.n as u64,
+            }),
+        }
+    }
+    out.values
+        .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    Ok(out)
+}
+
+async fn top_event_types(
+    conn: &mut AsyncPgConnection,
+    range: TimeRange,
+    top: usize,
+) -> Result<Vec<TypeCount>> {
+    let mut q = Sql::new("SELECT e.event_type, count(*) AS n FROM events e WHERE true");
+    q.filters(range, None)
+        .push(" GROUP BY 1 ORDER BY n DESC, e.event_type COLLATE \"C\" LIMIT ")
+        .arg(Arg::Int(top as i64));
+    let rows: Vec<TypeRow> = q.query().load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TypeCount {
+            event_type: EventType::from_stored(r.event_type),
+            count: r.n as u64,
+        })
+        .collect())
+}
+
+async fn search_events(
+    conn: &mut AsyncPgConnection,
+    words: &[String],
+    search: &EventSearch,
+    after: Option<SearchCursor>,
+    limit: usize,
+) -> Result<Vec<SearchHit>> {
+    // The words were split as the in-memory backend splits them; the
+    // `simple` parser then makes each one lexeme, and plainto_tsquery ANDs
+    // them with no operator syntax to escape.
+    let mut q =
+        Sql::new("SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, ");
+    let rank = match search.order {
+        SearchOrder::Relevance => format!("ts_rank({PAYLOAD_WORDS}, q)"),
+        SearchOrder::Newest => "0::real".to_owned(),
+    };
+    q.push(&format!(
+        "{rank} AS rank FROM events e, plainto_tsquery('simple'::regconfig, "
+    ))
+    .arg(Arg::Text(words.join(" ")))
+    .push(&format!(
+        ") q WHERE {} @@ q",
+        PAYLOAD_WORDS.replace("payload", "e.payload")
+    ))
+    .filters(search.range, search.event_type.as_ref());
+    if let (Some(c), SearchOrder::Newest) = (after, search.order) {
+        q.push(" AND (e.created_at, e.id) < (")
+            .arg(Arg::Time(c.created_at))
+            .push(", ")
+            .arg(Arg::Id(c.id))
+            .push(")");
+    }
+    q.push(") h");
+    if let (Some(c), SearchOrder::Relevance) = (after, search.order) {
+        q.push(" WHERE h.rank < ").arg(Arg::Real(c.rank));
+        let r = q.args.len();
+        q.push(&format!(" OR (h.rank = ${r} AND (h.created_at, h.id) < ("))
+            .arg(Arg::Time(c.created_at))
+            .push(", ")
+            .arg(Arg::Id(c.id))
+            .push("))");
+    }
+    q.push(match search.order {
+        SearchOrder::Relevance => " ORDER BY h.rank DESC, h.created_at DESC, h.id DESC LIMIT ",
+        SearchOrder::Newest => " ORDER BY h.created_at DESC, h.id DESC LIMIT ",
+    })
+    .arg(Arg::Int(limit as i64));
+    let rows: Vec<HitRow> = q.query().load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SearchHit {
+            event: Event {
+                id: r.id,
+                user_id: r.user_id,
+                event_type: EventType::from_stored(r.event_type),
+                payload: r.payload,
+                created_at: r.created_at,
+            },
+            rank: r.rank,
+        })
+        .collect())
+}
+
+/// `text` with `LIKE`'s wildcards and escape character escaped.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn search_users(
+    conn: &mut AsyncPgConnection,
+    text: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Vec<User>> {
+    let prefix = format!("{}%", like_escaped(text));
+    let words: Vec<String> = tokens(text).map(|w| format!("{w}:*")).collect();
+    let mut query = users::table.select(UserRow::as_select()).into_boxed();
+    let by_prefix = sql::<Bool>("(lower(email) LIKE ")
+        .bind::<Text, _>(prefix.clone())
+        .sql(" OR lower(wallet_address) LIKE ")
+        .bind::<Text, _>(prefix);
+    query = if words.is_empty() {
+        query.filter(by_prefix.sql(")"))
+    } else {
+        query.filter(
+            by_prefix
+                .sql(
+                    " OR (to_tsvector('simple'::regconfig, metadata ->> 'display_name') \
+                     @@ to_tsquery('simple'::regconfig, ",
+                )
+                .bind::<Text, _>(words.join(" & "))
+                .sql(") AND jsonb_typeof(metadata -> 'display_name') = 'string'))"),
+        )
+    };
+    if let Some(c) = after {
+        query = query
+            .filter(users::created_at.ge(c.created_at))
+            .filter(users::created_at.gt(c.created_at).or(users::id.gt(c.id)));
+    }
+    Ok(query
+        .order((users::created_at.asc(), users::id.asc()))
+        .limit(limit as i64)
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(User::from)
+        .collect())
+}
+
+#[async_trait::async_trait]
+impl AnalyticsBackend for PgBackend {
+    async fn active_users(
+        &self,
+        period: Period,
+        range: TimeRange,
+        event_type: Option<&EventType>,
+    ) -> Result<Vec<ActiveUsers>> {
+        on_conn!(self, active_users, period, range, event_type)
+    }
+
+    async fn funnel(&self, f: &Funnel) -> Result<Vec<u64>> {
+        on_conn!(self, funnel, f)
+    }
+
+    async fn retention(&self, r: &Retention) -> Result<Vec<RetentionCell>> {
+        on_conn!(self, retention, r)
+    }
+
+    async fn breakdown(
+        &self,
+        key: &str,
+        range: TimeRange,
+        event_type: Option<&EventType>,
+        top: usize,
+    ) -> Result<Breakdown> {
+        on_conn!(self, breakdown, key, range, event_type, top)
+    }
+
+    async fn top_event_types(&self, range: TimeRange, top: usize) -> Result<Vec<TypeCount>> {
+        on_conn!(self, top_event_types, range, top)
+    }
+
+    async fn search_events(
+        &self,
+        words: &[String],
+        search: &EventSearch,
+        after: Option<SearchCursor>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>> {
+        on_conn!(self, search_events, words, search, after, limit)
+    }
+
+    async fn search_users(
+        &self,
+        text: &str,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<User>> {
+        on_conn!(self, search_users, text, after, limit)
+    }
+}
