@@ -104,8 +104,9 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles,
-    Store, StoreBuilder, SweepReport, Users,
+    ApiKeys, DEFAULT_MEDIA_PART_BYTES, DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH,
+    MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store, StoreBuilder,
+    SweepReport, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

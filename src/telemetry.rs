@@ -143,6 +143,7 @@ pub const OPERATIONS: &[&str] = &[
     "record_many",
     "count",
     "count_by_bucket",
+    "purge_before",
     // the store
     "migrate",
     "verify_schema",
