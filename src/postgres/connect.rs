@@ -167,24 +167,13 @@ impl ConnectSpec {
 
     /// Opens one connection.
     pub(crate) async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
-        let mut config: tokio_postgres::Config =
-            self.url.expose_secret().parse().map_err(|_| {
-                ConnectionError::InvalidConnectionUrl("invalid database URL".to_owned())
-            })?;
-        let mut conn = match &self.tls {
-            None => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let mut conn = match self.config()? {
+            (config, None) => {
                 let (client, connection) =
                     config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
-            Some(tls) => {
-                config.ssl_mode(if self.mode == SslMode::Prefer {
-                    tokio_postgres::config::SslMode::Prefer
-                } else {
-                    tokio_postgres::config::SslMode::Require
-                });
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+            (config, Some(tls)) => {
                 let (client, connection) = config.connect(tls).await.map_err(bad)?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
@@ -194,6 +183,59 @@ impl ConnectSpec {
             conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
         }
         Ok(conn)
+    }
+
+    /// Opens one plain tokio-postgres connection (driven by a task of its
+    /// own until the client is dropped), for the checks that need protocol
+    /// level control.
+    pub(crate) async fn client(&self) -> ConnectionResult<tokio_postgres::Client> {
+        match self.config()? {
+            (config, None) => {
+                let (client, connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            (config, Some(tls)) => {
+                let (client, connection) = config.connect(tls).await.map_err(bad)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
+    }
+
+    /// Whether calls run without cached prepared statements.
+    pub(crate) fn statement_cache(&self) -> bool {
+        self.statement_cache
+    }
+
+    /// The tokio-postgres configuration and, unless `sslmode=disable`, the
+    /// TLS connector.
+    fn config(
+        &self,
+    ) -> ConnectionResult<(
+        tokio_postgres::Config,
+        Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    )> {
+        let mut config: tokio_postgres::Config =
+            self.url.expose_secret().parse().map_err(|_| {
+                ConnectionError::InvalidConnectionUrl("invalid database URL".to_owned())
+            })?;
+        match &self.tls {
+            None => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                Ok((config, None))
+            }
+            Some(tls) => {
+                config.ssl_mode(if self.mode == SslMode::Prefer {
+                    tokio_postgres::config::SslMode::Prefer
+                } else {
+                    tokio_postgres::config::SslMode::Require
+                });
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                Ok((config, Some(tls)))
+            }
+        }
     }
 }
 

@@ -2,12 +2,23 @@
 
 /// Runs `$f(connection, args…)` on a pooled connection of `$backend` (a
 /// `PgBackend`); if the call finds the connection gone, the pool drops it
-/// instead of handing it out again. Defined before the modules so that
-/// they can use it too.
+/// instead of handing it out again. Without the statement cache (behind a
+/// transaction pooler), the call runs inside a transaction of its own, so
+/// that every statement it prepares is parsed, bound, run and closed on
+/// one server connection. Defined before the modules so that they can use
+/// it too.
 macro_rules! on_conn {
     ($backend:ident, $f:path, $($arg:expr),*) => {{
         let mut checkout = $backend.checkout().await?;
-        let result = $f(checkout.conn(), $($arg),*).await;
+        let result = if $backend.pinned() {
+            use diesel_async::AsyncConnection as _;
+            checkout
+                .conn()
+                .transaction(async move |conn| $f(conn, $($arg),*).await)
+                .await
+        } else {
+            $f(checkout.conn(), $($arg),*).await
+        };
         checkout.settle(result)
     }};
 }
@@ -85,6 +96,8 @@ pub(crate) struct PgBackend {
     turns: tokio::sync::Semaphore,
     waits: AtomicU64,
     timeouts: AtomicU64,
+    /// Every call in a transaction of its own (`statement_cache(false)`).
+    pinned: bool,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -142,7 +155,15 @@ impl PgBackend {
             turns: tokio::sync::Semaphore::new(b.max_connections.max(1) as usize),
             waits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            pinned: !b.statement_cache,
         })
+    }
+
+    /// Whether every call runs in a transaction of its own: without the
+    /// statement cache, which is how the crate runs behind a pooler in
+    /// transaction mode.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// Waits, in arrival order, for a turn at one of the pool's
@@ -338,6 +359,16 @@ impl Backend for PgBackend {
         event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>> {
         on_conn!(self, events::count_by_bucket, bucket, range, event_type)
+    }
+
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        on_conn!(self, events::purge, before, from, event_type, limit)
     }
 
     /// Applies pending migrations over a dedicated connection (made like
