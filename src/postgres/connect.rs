@@ -29,6 +29,7 @@ pub(crate) struct PgOptions {
     pub(crate) connection_timeout: std::time::Duration,
     pub(crate) max_lifetime: Option<std::time::Duration>,
     pub(crate) statement_cache: bool,
+    pub(crate) migration_url: Option<secrecy::SecretString>,
 }
 
 impl Default for PgOptions {
@@ -42,6 +43,7 @@ impl Default for PgOptions {
             connection_timeout: Duration::from_secs(2),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             statement_cache: true,
+            migration_url: None,
         }
     }
 }
@@ -60,6 +62,10 @@ impl fmt::Debug for PgOptions {
             .field("connection_timeout", &self.connection_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache", &self.statement_cache)
+            .field(
+                "migration_url",
+                &self.migration_url.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -167,19 +173,33 @@ impl ConnectSpec {
 
     /// Opens one connection.
     pub(crate) async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        // Without the statement cache (behind a transaction pooler), the
+        // two `SET`s diesel-async makes on a new connection, each a
+        // prepared statement, run inside a transaction, so that each is
+        // parsed and run on one server connection.
+        let pinned = !self.statement_cache;
         let mut conn = match self.config()? {
             (config, None) => {
-                let (client, connection) =
+                let (client, mut connection) =
                     config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                if pinned {
+                    begin(&client, &mut connection).await?;
+                }
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
             (config, Some(tls)) => {
-                let (client, connection) = config.connect(tls).await.map_err(bad)?;
+                let (client, mut connection) = config.connect(tls).await.map_err(bad)?;
+                if pinned {
+                    begin(&client, &mut connection).await?;
+                }
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
         };
-        if !self.statement_cache {
-            use diesel_async::AsyncConnection;
+        if pinned {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            conn.batch_execute("COMMIT")
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
             conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
         }
         Ok(conn)
@@ -202,11 +222,6 @@ impl ConnectSpec {
                 Ok(client)
             }
         }
-    }
-
-    /// Whether calls run without cached prepared statements.
-    pub(crate) fn statement_cache(&self) -> bool {
-        self.statement_cache
     }
 
     /// The tokio-postgres configuration and, unless `sslmode=disable`, the
@@ -236,6 +251,27 @@ impl ConnectSpec {
                 Ok((config, Some(tls)))
             }
         }
+    }
+}
+
+/// Opens a transaction on a new connection, driving the connection (not
+/// yet handed to diesel-async) until it is open.
+async fn begin<S, T>(
+    client: &tokio_postgres::Client,
+    connection: &mut tokio_postgres::Connection<S, T>,
+) -> ConnectionResult<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let begin = client.batch_execute("BEGIN");
+    tokio::pin!(begin);
+    tokio::select! {
+        done = &mut begin => done.map_err(bad),
+        closed = connection => Err(match closed {
+            Err(e) => bad(e),
+            Ok(()) => ConnectionError::BadConnection("the server closed the connection".to_owned()),
+        }),
     }
 }
 
