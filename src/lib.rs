@@ -115,8 +115,9 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload,
-    MediaFiles, Store, StoreBuilder, SweepReport, Users,
+    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH,
+    MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store, StoreBuilder,
+    SweepReport, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

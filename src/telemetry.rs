@@ -164,6 +164,7 @@ pub const OPERATIONS: &[&str] = &[
     "top_event_types",
     "search_events",
     "search_users",
+    "purge_before",
     // the store
     "migrate",
     "verify_schema",

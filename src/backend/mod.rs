@@ -133,6 +133,18 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
         event_type: Option<&EventType>,
     ) -> Result<Vec<BucketCount>>;
 
+    /// Deletes up to `limit` of the oldest events created before `before`
+    /// and at or after `from` (of `event_type` only, if given), in one
+    /// statement; returns how many went and the newest `created_at` among
+    /// them, where the next batch may start.
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)>;
+
     // ---- operations ----
 
     /// Applies pending schema migrations; returns the versions applied.

@@ -438,6 +438,18 @@ impl Backend for CachedBackend {
             .await
     }
 
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        self.inner
+            .purge_events(before, from, event_type, limit)
+            .await
+    }
+
     // ---- operations ----
 
     async fn migrate(&self) -> Result<Vec<String>> {

@@ -178,6 +178,17 @@ impl Backend for Gated {
             .count_events_by_bucket(bucket, range, event_type)
             .await
     }
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        self.inner
+            .purge_events(before, from, event_type, limit)
+            .await
+    }
     async fn migrate(&self) -> Result<Vec<String>> {
         self.inner.migrate().await
     }

@@ -174,6 +174,44 @@ impl EventLog {
         .count() as u64
     }
 
+    /// Deletes up to `limit` of the oldest events in `[from, before)` (of
+    /// `event_type` only, if given); returns how many went and the newest
+    /// `created_at` among them.
+    pub(super) fn purge(
+        &mut self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> (u64, Option<DateTime<Utc>>) {
+        let doomed: Vec<Pos> = self
+            .candidates(None, event_type, from.map(at), Some(at(before)))
+            .take(limit)
+            .copied()
+            .collect();
+        for pos in &doomed {
+            let Some(e) = self.events.remove(&pos.1) else {
+                continue;
+            };
+            self.order.remove(pos);
+            if let Some(u) = e.user_id {
+                if let Some(set) = self.by_user.get_mut(&u) {
+                    set.remove(pos);
+                    if set.is_empty() {
+                        self.by_user.remove(&u);
+                    }
+                }
+            }
+            if let Some(set) = self.by_type.get_mut(&e.event_type) {
+                set.remove(pos);
+                if set.is_empty() {
+                    self.by_type.remove(&e.event_type);
+                }
+            }
+        }
+        (doomed.len() as u64, doomed.last().map(|p| p.0))
+    }
+
     pub(super) fn count_by_bucket(
         &self,
         bucket: TimeBucket,

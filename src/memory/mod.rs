@@ -249,6 +249,16 @@ impl Backend for MemoryBackend {
         Ok(self.events().count_by_bucket(bucket, range, event_type))
     }
 
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        Ok(self.events_mut().purge(before, from, event_type, limit))
+    }
+
     async fn migrate(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }

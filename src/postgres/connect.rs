@@ -31,6 +31,7 @@ pub(crate) struct PgOptions {
     pub(crate) statement_cache: bool,
     /// Read replicas: see `replicas.rs`.
     pub(crate) replicas: super::replicas::ReplicaOptions,
+    pub(crate) migration_url: Option<secrecy::SecretString>,
 }
 
 impl Default for PgOptions {
@@ -45,6 +46,7 @@ impl Default for PgOptions {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             statement_cache: true,
             replicas: Default::default(),
+            migration_url: None,
         }
     }
 }
@@ -64,6 +66,10 @@ impl fmt::Debug for PgOptions {
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache", &self.statement_cache)
             .field("replicas", &self.replicas)
+            .field(
+                "migration_url",
+                &self.migration_url.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -171,16 +177,73 @@ impl ConnectSpec {
 
     /// Opens one connection.
     pub(crate) async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        // Without the statement cache (behind a transaction pooler), the
+        // two `SET`s diesel-async makes on a new connection, each a
+        // prepared statement, run inside a transaction, so that each is
+        // parsed and run on one server connection.
+        let pinned = !self.statement_cache;
+        let mut conn = match self.config()? {
+            (config, None) => {
+                let (client, mut connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                if pinned {
+                    begin(&client, &mut connection).await?;
+                }
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+            (config, Some(tls)) => {
+                let (client, mut connection) = config.connect(tls).await.map_err(bad)?;
+                if pinned {
+                    begin(&client, &mut connection).await?;
+                }
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+        };
+        if pinned {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            conn.batch_execute("COMMIT")
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
+        Ok(conn)
+    }
+
+    /// Opens one plain tokio-postgres connection (driven by a task of its
+    /// own until the client is dropped), for the checks that need protocol
+    /// level control.
+    pub(crate) async fn client(&self) -> ConnectionResult<tokio_postgres::Client> {
+        match self.config()? {
+            (config, None) => {
+                let (client, connection) =
+                    config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            (config, Some(tls)) => {
+                let (client, connection) = config.connect(tls).await.map_err(bad)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
+    }
+
+    /// The tokio-postgres configuration and, unless `sslmode=disable`, the
+    /// TLS connector.
+    fn config(
+        &self,
+    ) -> ConnectionResult<(
+        tokio_postgres::Config,
+        Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    )> {
         let mut config: tokio_postgres::Config =
             self.url.expose_secret().parse().map_err(|_| {
                 ConnectionError::InvalidConnectionUrl("invalid database URL".to_owned())
             })?;
-        let mut conn = match &self.tls {
+        match &self.tls {
             None => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, connection) =
-                    config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+                Ok((config, None))
             }
             Some(tls) => {
                 config.ssl_mode(if self.mode == SslMode::Prefer {
@@ -189,15 +252,30 @@ impl ConnectSpec {
                     tokio_postgres::config::SslMode::Require
                 });
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
-                let (client, connection) = config.connect(tls).await.map_err(bad)?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+                Ok((config, Some(tls)))
             }
-        };
-        if !self.statement_cache {
-            use diesel_async::AsyncConnection;
-            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
         }
-        Ok(conn)
+    }
+}
+
+/// Opens a transaction on a new connection, driving the connection (not
+/// yet handed to diesel-async) until it is open.
+async fn begin<S, T>(
+    client: &tokio_postgres::Client,
+    connection: &mut tokio_postgres::Connection<S, T>,
+) -> ConnectionResult<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let begin = client.batch_execute("BEGIN");
+    tokio::pin!(begin);
+    tokio::select! {
+        done = &mut begin => done.map_err(bad),
+        closed = connection => Err(match closed {
+            Err(e) => bad(e),
+            Ok(()) => ConnectionError::BadConnection("the server closed the connection".to_owned()),
+        }),
     }
 }
 

@@ -204,3 +204,53 @@ pub(super) async fn count_by_bucket(
         })
         .collect())
 }
+
+#[derive(Debug, QueryableByName)]
+struct Purged {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last: Option<DateTime<Utc>>,
+}
+
+/// Deletes up to `limit` of the oldest events in `[from, before)` (of one
+/// type, if given) in one statement: the rows are found oldest first on
+/// the `(created_at)` or `(event_type, created_at)` index, from where the
+/// previous batch stopped, so a batch reads only what it deletes and holds
+/// its row locks for one short statement.
+pub(super) async fn purge(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
+    event_type: Option<&EventType>,
+    limit: usize,
+) -> Result<(u64, Option<DateTime<Utc>>)> {
+    let mut conds = String::from("created_at < $1");
+    let mut n = 1;
+    if from.is_some() {
+        n += 1;
+        conds.push_str(&format!(" AND created_at >= ${n}"));
+    }
+    if event_type.is_some() {
+        n += 1;
+        conds.push_str(&format!(" AND event_type = ${n}"));
+    }
+    let sql = format!(
+        "WITH doomed AS (SELECT id FROM events WHERE {conds} ORDER BY created_at LIMIT {limit}), \
+         gone AS (DELETE FROM events e USING doomed d WHERE e.id = d.id RETURNING e.created_at) \
+         SELECT count(*) AS n, max(created_at) AS last FROM gone"
+    );
+    let query = diesel::sql_query(sql)
+        .into_boxed::<diesel::pg::Pg>()
+        .bind::<Timestamptz, _>(before);
+    let query = match from {
+        Some(f) => query.bind::<Timestamptz, _>(f),
+        None => query,
+    };
+    let query = match event_type {
+        Some(t) => query.bind::<Varchar, _>(t.as_str().to_owned()),
+        None => query,
+    };
+    let purged: Purged = query.get_result(conn).await?;
+    Ok((purged.n as u64, purged.last))
+}

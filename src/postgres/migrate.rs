@@ -6,10 +6,22 @@
 //! writes. [`run`] adds what a plain diesel harness lacks:
 //!
 //! - **One migrator at a time.** Instances starting together take turns
-//!   under an advisory lock, polled with `pg_try_advisory_lock`: a session
-//!   blocked in `pg_advisory_lock` would hold a snapshot that a concurrent
-//!   index build waits for, while the build's session holds the lock it
-//!   waits for (a deadlock PostgreSQL breaks by failing one of them).
+//!   under an advisory lock, polled with `pg_try_advisory_xact_lock`: a
+//!   session blocked in `pg_advisory_lock` would hold a snapshot that a
+//!   concurrent index build waits for, while the build's session holds the
+//!   lock it waits for (a deadlock PostgreSQL breaks by failing one of
+//!   them). The lock is transaction-scoped and held by a connection of its
+//!   own, whose transaction stays open (idle, with no snapshot, so no index
+//!   build waits for it) until the migrations are done: behind a pooler in
+//!   transaction mode that connection keeps its server connection for as
+//!   long, where a session lock would stay with whichever server connection
+//!   took it. It conflicts with the session lock older versions take.
+//! - **Through a transaction pooler.** Every statement that is not a
+//!   migration's own SQL (reading the applied versions, recording one,
+//!   finding invalid indexes, the final check) runs inside a transaction,
+//!   so its prepared statement lives on one server connection; the
+//!   session's `SET`s are left out, since they would stay behind on a
+//!   shared server connection.
 //! - **Retries.** A migration that gave up waiting for a lock (or lost a
 //!   deadlock) is rolled back, or, outside a transaction, left where its
 //!   idempotent statements can pick up again; it is retried after a pause
@@ -30,7 +42,7 @@ use std::time::{Duration, Instant};
 use diesel::QueryableByName;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
-use diesel::sql_types::{Array, BigInt, Bool, Text};
+use diesel::sql_types::{Array, Bool, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -60,42 +72,79 @@ const TURN_POLL: Duration = Duration::from_millis(250);
 type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
 
 /// Applies the pending migrations over a connection of its own and checks
-/// the result; returns the versions applied.
-pub(super) async fn run(spec: &ConnectSpec) -> Result<Vec<String>> {
-    let mut conn = spec.connect().await.map_err(|e| Error::Unavailable {
+/// the result; returns the versions applied. `pooled`: the connection goes
+/// through a pooler that shares server connections, so no session state
+/// may be set.
+pub(super) async fn run(spec: &ConnectSpec, pooled: bool) -> Result<Vec<String>> {
+    let unavailable = |e| Error::Unavailable {
         backend: Service::Postgres,
         source: Box::new(e),
-    })?;
-    conn.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
-        .await?;
-    wait_for_turn(&mut conn).await?;
+    };
+    let turn = wait_for_turn(spec).await?;
+    let mut conn = spec.connect().await.map_err(unavailable)?;
+    if pooled {
+        tracing::info!(
+            target: "dreamnet_db",
+            "migrating through a transaction pooler: the role's lock_timeout and \
+             statement_timeout apply to index builds (give the store a direct \
+             migration_url to avoid that)"
+        );
+    } else {
+        conn.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
+            .await?;
+    }
     let (conn, applied) = apply_pending(conn).await?;
     let mut conn = rebuild_missing_indexes(conn).await?;
-    let problems = verify::check(&mut conn).await;
-    let _ = conn
-        .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-        .await;
+    let problems = in_transaction(&mut conn).await;
+    turn.release().await;
     verify::into_result(problems?)?;
     Ok(applied)
 }
 
-#[derive(QueryableByName)]
-struct Taken {
-    #[diesel(sql_type = Bool)]
-    taken: bool,
+/// The schema check, inside a transaction.
+async fn in_transaction(conn: &mut AsyncPgConnection) -> Result<Vec<verify::SchemaProblem>> {
+    use diesel_async::AsyncConnection as _;
+    conn.transaction(async |c| verify::check(c).await).await
+}
+
+/// The migration lock, held by an open transaction on a connection of its
+/// own.
+struct Turn(tokio_postgres::Client);
+
+impl Turn {
+    /// Ends the transaction, releasing the lock. (Dropping the connection
+    /// would too: the server rolls the transaction back.)
+    async fn release(self) {
+        let _ = self.0.batch_execute("COMMIT").await;
+    }
 }
 
 /// Takes the migration lock, polling, so that waiting holds no snapshot.
-async fn wait_for_turn(conn: &mut AsyncPgConnection) -> Result<()> {
+async fn wait_for_turn(spec: &ConnectSpec) -> Result<Turn> {
+    let client = spec.client().await.map_err(|e| Error::Unavailable {
+        backend: Service::Postgres,
+        source: Box::new(e),
+    })?;
+    let database = |e: tokio_postgres::Error| Error::Database {
+        source: Box::new(e),
+    };
     let mut said = false;
     loop {
-        let turn = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS taken")
-            .bind::<BigInt, _>(MIGRATION_LOCK)
-            .get_result::<Taken>(conn)
-            .await?;
-        if turn.taken {
-            return Ok(());
+        // The transaction may sit idle as long as the migrations take.
+        let answer = client
+            .simple_query(&format!(
+                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; \
+                 SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})"
+            ))
+            .await
+            .map_err(database)?;
+        let taken = answer.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+        );
+        if taken {
+            return Ok(Turn(client));
         }
+        client.batch_execute("ROLLBACK").await.map_err(database)?;
         if !said {
             tracing::info!(target: "dreamnet_db", "another instance is migrating; waiting for it");
             said = true;
@@ -135,7 +184,8 @@ fn apply_pass(conn: &mut Wrapper) -> Pass {
         applied: Vec::new(),
         failed: None,
     };
-    let pending = match conn.pending_migrations(MIGRATIONS) {
+    use diesel::Connection as _;
+    let pending = match conn.transaction(|c| c.pending_migrations(MIGRATIONS)) {
         Ok(p) => p,
         Err(e) => {
             pass.failed = Some(("(reading applied migrations)".to_owned(), e));
@@ -145,7 +195,12 @@ fn apply_pass(conn: &mut Wrapper) -> Pass {
     for migration in &pending {
         let name = migration.name().to_string();
         let started = Instant::now();
-        match conn.run_migration(migration.as_ref()) {
+        let ran = if migration.metadata().run_in_transaction() {
+            conn.run_migration(migration.as_ref()).map(|v| v.as_owned())
+        } else {
+            run_outside_transaction(conn, migration.as_ref())
+        };
+        match ran {
             Ok(version) => {
                 tracing::info!(
                     target: "dreamnet_db",
@@ -162,6 +217,27 @@ fn apply_pass(conn: &mut Wrapper) -> Pass {
         }
     }
     pass
+}
+
+/// Runs a migration that cannot run in a transaction (as diesel's harness
+/// does), then records it inside one, so that the recording's prepared
+/// statement stays on one server connection behind a pooler.
+fn run_outside_transaction(
+    conn: &mut Wrapper,
+    migration: &dyn Migration<Pg>,
+) -> std::result::Result<diesel::migration::MigrationVersion<'static>, BoxError> {
+    use diesel::Connection as _;
+    migration.run(conn)?;
+    let version = migration.name().version().as_owned();
+    let recorded = version.to_string();
+    conn.transaction(|c| {
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1)")
+                .bind::<Text, _>(recorded),
+            c,
+        )
+    })?;
+    Ok(version)
 }
 
 /// Whether a migration failed only for want of a lock: it gave up after
@@ -219,6 +295,11 @@ struct IndexName {
 
 /// The crate's indexes present in the current schema, valid or not.
 async fn crate_indexes(conn: &mut AsyncPgConnection) -> Result<Vec<IndexName>> {
+    use diesel_async::AsyncConnection as _;
+    conn.transaction(async |c| crate_indexes_now(c).await).await
+}
+
+async fn crate_indexes_now(conn: &mut AsyncPgConnection) -> Result<Vec<IndexName>> {
     let names: Vec<&str> = verify::INDEXES.iter().map(|i| i.1).collect();
     Ok(diesel::sql_query(
         "SELECT i.relname::text AS name, x.indisvalid AS valid \
@@ -267,7 +348,10 @@ async fn rebuild_missing_indexes(mut conn: AsyncPgConnection) -> Result<AsyncPgC
     if missing.is_empty() {
         return Ok(conn);
     }
-    let pending = verify::pending(&mut conn).await?;
+    let pending = {
+        use diesel_async::AsyncConnection as _;
+        conn.transaction(async |c| verify::pending(c).await).await?
+    };
     // (name, version) of each migration; the migrations themselves are not
     // `Send`, so none is held across an await.
     let migrations: Vec<(String, String)> = MigrationSource::<Pg>::migrations(&MIGRATIONS)

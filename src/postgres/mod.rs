@@ -2,12 +2,23 @@
 
 /// Runs `$f(connection, args…)` on a pooled connection of `$backend` (a
 /// `PgBackend`); if the call finds the connection gone, the pool drops it
-/// instead of handing it out again. Defined before the modules so that
-/// they can use it too.
+/// instead of handing it out again. Without the statement cache (behind a
+/// transaction pooler), the call runs inside a transaction of its own, so
+/// that every statement it prepares is parsed, bound, run and closed on
+/// one server connection. Defined before the modules so that they can use
+/// it too.
 macro_rules! on_conn {
     ($backend:ident, $f:path, $($arg:expr),*) => {{
         let mut checkout = $backend.checkout().await?;
-        let result = $f(checkout.conn(), $($arg),*).await;
+        let result = if $backend.pinned() {
+            use diesel_async::AsyncConnection as _;
+            checkout
+                .conn()
+                .transaction(async move |conn| $f(conn, $($arg),*).await)
+                .await
+        } else {
+            $f(checkout.conn(), $($arg),*).await
+        };
         checkout.settle(result)
     }};
 }
@@ -17,7 +28,15 @@ macro_rules! on_conn {
 macro_rules! on_write {
     ($backend:ident, $f:path, $($arg:expr),*) => {{
         let mut checkout = $backend.checkout().await?;
-        let result = $f(checkout.conn(), $($arg),*).await;
+        let result = if $backend.pinned() {
+            use diesel_async::AsyncConnection as _;
+            checkout
+                .conn()
+                .transaction(async move |conn| $f(conn, $($arg),*).await)
+                .await
+        } else {
+            $f(checkout.conn(), $($arg),*).await
+        };
         if result.is_ok() {
             if let Some(replicas) = &$backend.replicas {
                 replicas.wrote(checkout.conn()).await;
@@ -60,6 +79,7 @@ mod json;
 mod keys;
 mod media;
 mod migrate;
+mod pooler;
 mod replicas;
 #[rustfmt::skip]
 #[allow(missing_docs)]
@@ -130,6 +150,13 @@ pub(crate) struct PgBackend {
     timeouts: AtomicU64,
     /// Read replicas, if any were given.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
+    /// Every call in a transaction of its own (`statement_cache(false)`).
+    pinned: bool,
+    /// Server connections are shared between clients (a transaction
+    /// pooler), as found at start.
+    pooled: bool,
+    /// Where migrations connect, if not through `spec`.
+    migration_spec: Option<ConnectSpec>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -152,6 +179,10 @@ impl PgBackend {
             .ok_or_else(|| Error::Config("no database URL was given".to_owned()))?;
         let spec = ConnectSpec::parse(url.expose_secret(), b.statement_cache)?;
         let replicas = replicas::Replicas::new(b)?;
+        let migration_spec = match &b.migration_url {
+            Some(m) => Some(ConnectSpec::parse(m.expose_secret(), true)?),
+            None => None,
+        };
         // One connection made here, so that a wrong URL, a refused TLS
         // handshake or a dead server is reported as it is, at start-up.
         let mut first = tokio::time::timeout(b.connection_timeout, spec.connect())
@@ -165,8 +196,15 @@ impl PgBackend {
             })?;
         // Migrating checks the schema when it is done; otherwise check it
         // now, and say loudly what is missing.
+        let pooling = Self::probe(&spec, b).await?;
         if check_schema {
-            match verify::check(&mut first).await {
+            let checked = if b.statement_cache {
+                verify::check(&mut first).await
+            } else {
+                use diesel_async::AsyncConnection as _;
+                first.transaction(async |c| verify::check(c).await).await
+            };
+            match checked {
                 Ok(problems) => verify::report_at_connect(problems),
                 Err(e) => {
                     tracing::warn!(target: "dreamnet_db", error = %e, "could not check the schema")
@@ -192,7 +230,70 @@ impl PgBackend {
             waits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             replicas,
+            pinned: !b.statement_cache,
+            pooled: pooling.shared(),
+            migration_spec,
         })
+    }
+
+    /// Finds out whether a pooler shares server connections between
+    /// clients and whether prepared statements survive it; refuses, with
+    /// [`Error::Config`], the statement cache where they do not.
+    async fn probe(spec: &ConnectSpec, b: &PgOptions) -> Result<pooler::Pooling> {
+        let found = tokio::time::timeout(b.connection_timeout * 2, pooler::probe(spec)).await;
+        let pooling = match found {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    target: "dreamnet_db",
+                    error = %e,
+                    "could not tell whether a pooler shares server connections"
+                );
+                return Ok(pooler::Pooling::Session);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    target: "dreamnet_db",
+                    "could not tell in time whether a pooler shares server connections"
+                );
+                return Ok(pooler::Pooling::Session);
+            }
+        };
+        match pooling {
+            pooler::Pooling::TransactionLosesStatements if b.statement_cache => {
+                return Err(Error::Config(
+                    "the database URL leads through a pooler in transaction mode that loses \
+                     prepared statements between transactions (PgBouncer before 1.21, or with \
+                     max_prepared_statements = 0): build the store with statement_cache(false)"
+                        .to_owned(),
+                ));
+            }
+            pooler::Pooling::TransactionLosesStatements => tracing::info!(
+                target: "dreamnet_db",
+                "behind a pooler in transaction mode without prepared statement support: \
+                 every call runs in a transaction of its own"
+            ),
+            pooler::Pooling::TransactionKeepsStatements => tracing::info!(
+                target: "dreamnet_db",
+                "behind a pooler in transaction mode that keeps prepared statements"
+            ),
+            pooler::Pooling::Session => {}
+        }
+        Ok(pooling)
+    }
+
+    /// Whether server connections are shared between clients (found at
+    /// start).
+    #[allow(dead_code)]
+    pub(crate) fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Whether every call runs in a transaction of its own: without the
+    /// statement cache, which is how the crate runs behind a pooler in
+    /// transaction mode.
+    pub(crate) fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// Waits, in arrival order, for a turn at one of the pool's
@@ -390,11 +491,24 @@ impl Backend for PgBackend {
         on_replica!(self, events::count_by_bucket, bucket, range, event_type)
     }
 
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        event_type: Option<&EventType>,
+        limit: usize,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        on_conn!(self, events::purge, before, from, event_type, limit)
+    }
+
     /// Applies pending migrations over a dedicated connection (made like
     /// the pool's, TLS included), with the retries and repairs of
     /// `migrate.rs`, then checks the schema.
     async fn migrate(&self) -> Result<Vec<String>> {
-        migrate::run(&self.spec).await
+        match &self.migration_spec {
+            Some(direct) => migrate::run(direct, false).await,
+            None => migrate::run(&self.spec, self.pooled).await,
+        }
     }
 
     async fn verify_schema(&self) -> Result<()> {

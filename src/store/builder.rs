@@ -134,7 +134,14 @@ impl StoreBuilder {
     /// Whether each connection caches its prepared statements. Default on.
     /// Turn it off behind a PgBouncer in transaction mode that does not
     /// support prepared statements (before 1.21, or with
-    /// `max_prepared_statements = 0`).
+    /// `max_prepared_statements = 0`): then every call runs in a
+    /// transaction of its own, so each statement is prepared, run and
+    /// closed on one server connection (a round trip more per call).
+    ///
+    /// [`connect`](Self::connect) finds out whether such a pooler is in
+    /// the way and, with the cache on, fails with
+    /// [`Error::Config`](crate::Error::Config) saying so, instead of
+    /// failing later with `prepared statement "s1" does not exist`.
     pub fn statement_cache(mut self, on: bool) -> Self {
         self.pg.statement_cache = on;
         self
@@ -217,6 +224,20 @@ impl StoreBuilder {
     /// (500 ms); at least 1 ms.
     pub fn replica_poll_interval(mut self, every: Duration) -> Self {
         self.pg.replicas.poll_interval = every;
+        self
+    }
+
+    /// A URL that reaches PostgreSQL directly (not through a pooler), for
+    /// migrations only. Default: migrations use
+    /// [`database_url`](Self::database_url). Through a pooler in
+    /// transaction mode migrations are still correct (instances take turns
+    /// under a transaction-scoped lock; every bookkeeping statement runs
+    /// in a transaction), but the session settings they make on a direct
+    /// connection (no `lock_timeout` or `statement_timeout` for index
+    /// builds) cannot be made there; a direct URL gives them back. Never
+    /// shown in `Debug` output, logs or errors.
+    pub fn migration_url(mut self, url: impl Into<String>) -> Self {
+        self.pg.migration_url = Some(SecretString::from(url.into()));
         self
     }
 

@@ -1,5 +1,8 @@
 //! [`Events`]: the events repository's facade.
 
+use std::ops::ControlFlow;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -12,7 +15,7 @@ use crate::model::{
 };
 use crate::telemetry::{site, traced};
 
-/// Events: record, list and count. Get one from [`Store::events`].
+/// Events: record, list, count and purge. Get one from [`Store::events`].
 #[derive(Debug, Clone, Copy)]
 pub struct Events<'a> {
     pub(super) store: &'a Store,
@@ -113,6 +116,51 @@ impl Events<'_> {
         .await
     }
 
+    /// Retention: deletes every event created before `before` (of one type
+    /// with [`Purge::event_type`]), oldest first, in batches of
+    /// [`Purge::batch_size`] rows, each its own short statement, so no lock
+    /// is held for long and the service keeps recording meanwhile. Nothing
+    /// happens until [`Purge::run`] or [`Purge::run_with`] is awaited.
+    ///
+    /// Stopping is safe at any point: return [`ControlFlow::Break`] from
+    /// the progress callback, or drop the future (a batch either happened
+    /// or did not). Resuming is calling `purge_before` again with the same
+    /// `before`: what was deleted stays deleted, and the new run starts at
+    /// the oldest event left.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dreamnet_db::Result<()> {
+    /// use std::ops::ControlFlow;
+    /// use dreamnet_db::Store;
+    ///
+    /// let store = Store::in_memory();
+    /// let cutoff = chrono::Utc::now() - chrono::Duration::days(90);
+    /// let report = store
+    ///     .events()
+    ///     .purge_before(cutoff)
+    ///     .batch_size(5_000)
+    ///     .run_with(|progress| {
+    ///         println!("{} events deleted so far", progress.deleted);
+    ///         ControlFlow::Continue(())
+    ///     })
+    ///     .await?;
+    /// assert!(report.finished);
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "memory"))]
+    /// # fn main() {}
+    /// ```
+    pub fn purge_before(&self, before: DateTime<Utc>) -> Purge<'_> {
+        Purge {
+            store: self.store,
+            before,
+            event_type: None,
+            batch_size: DEFAULT_PURGE_BATCH,
+            pause: Duration::ZERO,
+        }
+    }
+
     /// Counts of events per type per UTC hour or day in `range` (only of
     /// `event_type`, if given), ordered by bucket then type. Buckets with no
     /// events are left out.
@@ -130,5 +178,122 @@ impl Events<'_> {
                 .await
         })
         .await
+    }
+}
+
+/// How many events one batch of [`Events::purge_before`] deletes by
+/// default.
+pub const DEFAULT_PURGE_BATCH: usize = 5_000;
+
+/// The most events one batch of [`Events::purge_before`] may delete.
+pub const MAX_PURGE_BATCH: usize = 100_000;
+
+/// A purge of old events, set up by [`Events::purge_before`].
+#[derive(Debug, Clone)]
+#[must_use = "a purge does nothing until `run` or `run_with` is awaited"]
+pub struct Purge<'a> {
+    store: &'a Store,
+    before: DateTime<Utc>,
+    event_type: Option<EventType>,
+    batch_size: usize,
+    pause: Duration,
+}
+
+/// How far a purge has got, after each batch and at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Events deleted by this run so far.
+    pub deleted: u64,
+    /// Batches (statements) run so far.
+    pub batches: u64,
+    /// The `created_at` of the newest event deleted so far: every matching
+    /// event older than this is gone.
+    pub reached: Option<DateTime<Utc>>,
+    /// Whether nothing matching is left (before the cutoff, of the type).
+    /// `false` when the run was stopped.
+    pub finished: bool,
+}
+
+impl Purge<'_> {
+    /// Deletes only events of this type.
+    pub fn event_type(mut self, event_type: EventType) -> Self {
+        self.event_type = Some(event_type);
+        self
+    }
+
+    /// Rows deleted per statement, 1 to [`MAX_PURGE_BATCH`]. Default
+    /// [`DEFAULT_PURGE_BATCH`]: at that size one batch takes tens of
+    /// milliseconds, so a writer touching the same rows waits at most that.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// A pause between batches, to leave the database more room. Default
+    /// none.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    /// Runs the purge to the end.
+    pub async fn run(self) -> Result<PurgeReport> {
+        self.run_with(|_| ControlFlow::Continue(())).await
+    }
+
+    /// Runs the purge, calling `progress` after every batch that deleted
+    /// something; it stops (with [`PurgeReport::finished`] false) when
+    /// `progress` returns [`ControlFlow::Break`]. `InvalidInput` if the
+    /// batch size is out of range or `before` is outside what PostgreSQL
+    /// stores.
+    pub async fn run_with(
+        self,
+        mut progress: impl FnMut(&PurgeReport) -> ControlFlow<()>,
+    ) -> Result<PurgeReport> {
+        if self.batch_size == 0 || self.batch_size > MAX_PURGE_BATCH {
+            return Err(crate::error::Error::invalid(
+                Field::Limit,
+                format!("a purge batch is 1 to {MAX_PURGE_BATCH} rows"),
+            ));
+        }
+        TimeRange::until(self.before).check()?;
+        let mut report = PurgeReport {
+            deleted: 0,
+            batches: 0,
+            reached: None,
+            finished: false,
+        };
+        loop {
+            let (n, last) = traced(site!("purge_before", "events"), async {
+                self.store
+                    .backend
+                    .purge_events(
+                        self.before,
+                        report.reached,
+                        self.event_type.as_ref(),
+                        self.batch_size,
+                    )
+                    .await
+            })
+            .await?;
+            report.batches += 1;
+            report.deleted += n;
+            if last.is_some() {
+                report.reached = last;
+            }
+            if (n as usize) < self.batch_size {
+                report.finished = true;
+                if n > 0 {
+                    let _ = progress(&report);
+                }
+                return Ok(report);
+            }
+            if progress(&report).is_break() {
+                return Ok(report);
+            }
+            if !self.pause.is_zero() {
+                tokio::time::sleep(self.pause).await;
+            }
+        }
     }
 }

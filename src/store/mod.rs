@@ -20,7 +20,7 @@ use uuid::Uuid;
 pub use self::analytics::Analytics;
 pub use self::api_keys::ApiKeys;
 pub use self::builder::StoreBuilder;
-pub use self::events::Events;
+pub use self::events::{DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH, Purge, PurgeReport};
 pub(crate) use self::media::MediaState;
 pub use self::media::{
     DEFAULT_MEDIA_PART_BYTES, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, SweepReport,

@@ -11,6 +11,7 @@
 //! test skips with one line saying so, except under `CI=true`, where it fails.
 #![allow(dead_code)]
 
+pub mod pgbouncer;
 pub mod private_pg;
 
 use std::collections::hash_map::DefaultHasher;

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dreamnet_db::{
-    BucketCount, Cursor, Entity, EventFilter, Field, ManualClock, NewEvent, NewUser, Store,
-    TimeBucket, TimeRange, User,
+    BucketCount, Cursor, Entity, EventFilter, Field, ManualClock, NewEvent, NewUser, PurgeReport,
+    Store, TimeBucket, TimeRange, User,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -987,4 +987,204 @@ pub async fn instants_outside_what_postgresql_stores_are_refused(
             .len(),
         1
     );
+}
+
+/// Events recorded at `t` (the clock set there), `n` of them in one batch
+/// so that they share one timestamp.
+async fn record_at(
+    store: &Store,
+    clock: &ManualClock,
+    t: DateTime<Utc>,
+    kind: &str,
+    user: Option<Uuid>,
+    n: usize,
+) -> Vec<Uuid> {
+    clock.set(t);
+    let batch = (0..n)
+        .map(|i| {
+            let new = NewEvent::new(event_type(kind), json!({ "i": i }));
+            match user {
+                Some(u) => new.user(u),
+                None => new,
+            }
+        })
+        .collect();
+    store.events().record_many(batch).await.unwrap()
+}
+
+pub async fn purge_before_deletes_only_older_events_of_the_type(
+    store: &Store,
+    clock: &ManualClock,
+) {
+    let u = user(store, "ada").await;
+    let t0 = now(clock);
+    let day = Duration::days(1);
+    let old_logins = record_at(store, clock, t0, "user.login", Some(u.id), 3).await;
+    let old_views = record_at(store, clock, t0 + day, "page.view", None, 2).await;
+    let cutoff = t0 + day * 2;
+    // Exactly at the cutoff: kept (the cutoff is excluded).
+    let at_cutoff = record_at(store, clock, cutoff, "user.login", Some(u.id), 2).await;
+    let newer = record_at(store, clock, cutoff + day, "page.view", Some(u.id), 1).await;
+
+    let only_logins = store
+        .events()
+        .purge_before(cutoff)
+        .event_type(event_type("user.login"))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(only_logins.deleted, 3);
+    assert!(only_logins.finished);
+    assert_eq!(only_logins.reached, Some(t0));
+    let left = id_set(&all_events(store, &EventFilter::all(), 50).await);
+    let expected: HashSet<Uuid> = old_views
+        .iter()
+        .chain(&at_cutoff)
+        .chain(&newer)
+        .copied()
+        .collect();
+    assert_eq!(left, expected);
+    assert!(old_logins.iter().all(|id| !left.contains(id)));
+
+    let rest = store.events().purge_before(cutoff).run().await.unwrap();
+    assert_eq!((rest.deleted, rest.finished), (2, true));
+    let left = id_set(&all_events(store, &EventFilter::all(), 50).await);
+    let expected: HashSet<Uuid> = at_cutoff.iter().chain(&newer).copied().collect();
+    assert_eq!(left, expected);
+    // The survivors are still counted and found by user.
+    assert_eq!(
+        store
+            .events()
+            .count(&event_type("user.login"), TimeRange::all())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        all_events(store, &EventFilter::for_user(u.id), 50)
+            .await
+            .len(),
+        3
+    );
+
+    // Nothing left to purge: one empty batch, finished.
+    let again = store.events().purge_before(cutoff).run().await.unwrap();
+    assert_eq!(
+        again,
+        PurgeReport {
+            deleted: 0,
+            batches: 1,
+            reached: None,
+            finished: true
+        }
+    );
+}
+
+pub async fn purge_runs_in_batches_stops_and_resumes(store: &Store, clock: &ManualClock) {
+    let t0 = now(clock);
+    // 12 events sharing one instant, then 13 a second apart: batches of 5
+    // cut through the equal timestamps.
+    let mut old: Vec<Uuid> = record_at(store, clock, t0, "job.run", None, 12).await;
+    for i in 0..13 {
+        old.extend(
+            record_at(
+                store,
+                clock,
+                t0 + Duration::seconds(1 + i),
+                "job.run",
+                None,
+                1,
+            )
+            .await,
+        );
+    }
+    let cutoff = t0 + Duration::hours(1);
+    let kept = record_at(store, clock, cutoff, "job.run", None, 4).await;
+
+    // Stopped after the second batch.
+    let mut seen = Vec::new();
+    let stopped = store
+        .events()
+        .purge_before(cutoff)
+        .batch_size(5)
+        .run_with(|p| {
+            seen.push(p.deleted);
+            if p.batches == 2 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![5, 10]);
+    assert_eq!(
+        (stopped.deleted, stopped.batches, stopped.finished),
+        (10, 2, false)
+    );
+    assert_eq!(stopped.reached, Some(t0));
+    let left = all_events(store, &EventFilter::all(), 100).await;
+    assert_eq!(left.len(), 25 - 10 + 4);
+    // Oldest first: what is left of the old ones is the newest 15 of them.
+    let left_old: Vec<_> = left.iter().filter(|e| e.created_at < cutoff).collect();
+    assert_eq!(left_old.len(), 15);
+    assert_eq!(
+        left_old.iter().filter(|e| e.created_at == t0).count(),
+        2,
+        "the 12 at t0 go first"
+    );
+
+    // Resumed: picks up the rest, in batches, and reports each.
+    let mut seen = Vec::new();
+    let resumed = store
+        .events()
+        .purge_before(cutoff)
+        .batch_size(5)
+        .run_with(|p| {
+            seen.push(p.deleted);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![5, 10, 15]);
+    assert_eq!((resumed.deleted, resumed.finished), (15, true));
+    // A full last batch needs one more, empty, to know it is the end.
+    assert_eq!(resumed.batches, 4);
+    assert_eq!(resumed.reached, Some(t0 + Duration::seconds(13)));
+    let left = id_set(&all_events(store, &EventFilter::all(), 100).await);
+    assert_eq!(left, kept.iter().copied().collect::<HashSet<_>>());
+    assert!(old.iter().all(|id| !left.contains(id)));
+}
+
+pub async fn purge_refuses_bad_batch_sizes(store: &Store, clock: &ManualClock) {
+    let t0 = now(clock);
+    let ids = record_at(store, clock, t0, "job.run", None, 3).await;
+    let cutoff = t0 + Duration::seconds(1);
+    for n in [0, dreamnet_db::MAX_PURGE_BATCH + 1] {
+        expect_invalid(
+            store
+                .events()
+                .purge_before(cutoff)
+                .batch_size(n)
+                .run()
+                .await,
+            Field::Limit,
+        );
+    }
+    let too_early = dreamnet_db::earliest_timestamp() - Duration::microseconds(1);
+    expect_invalid(
+        store.events().purge_before(too_early).run().await,
+        Field::TimeRange,
+    );
+    let left = id_set(&all_events(store, &EventFilter::all(), 10).await);
+    assert_eq!(left, ids.iter().copied().collect::<HashSet<_>>());
+    // The largest batch is accepted.
+    let all = store
+        .events()
+        .purge_before(cutoff)
+        .batch_size(dreamnet_db::MAX_PURGE_BATCH)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((all.deleted, all.batches, all.finished), (3, 1, true));
 }

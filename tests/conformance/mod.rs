@@ -117,6 +117,9 @@ macro_rules! conformance_tests {
                 invalid_limits_and_ranges_are_refused,
                 instants_outside_what_postgresql_stores_are_refused,
                 health_and_migrate,
+                purge_before_deletes_only_older_events_of_the_type,
+                purge_runs_in_batches_stops_and_resumes,
+                purge_refuses_bad_batch_sizes,
             }
             analytics {
                 active_users_per_day_week_and_month,
