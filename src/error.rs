@@ -204,6 +204,14 @@ pub enum Field {
     Range,
     /// A signed URL's lifetime.
     Expiry,
+    /// An API key permission.
+    Permission,
+    /// An API key's display name.
+    KeyName,
+    /// An API key's credits.
+    Credits,
+    /// An API key's credit refill.
+    Refill,
 }
 
 impl std::fmt::Display for Field {
@@ -232,6 +240,10 @@ impl std::fmt::Display for Field {
             Field::FileName => "file name",
             Field::Range => "range",
             Field::Expiry => "expiry",
+            Field::Permission => "permission",
+            Field::KeyName => "key name",
+            Field::Credits => "credits",
+            Field::Refill => "refill",
         })
     }
 }
@@ -251,6 +263,17 @@ pub enum KeyRejection {
     Expired,
     /// The key was issued for another service.
     WrongService,
+    /// The key is disabled (reversibly, unlike revocation).
+    Disabled,
+    /// The key lacks a permission the check required.
+    InsufficientPermissions,
+    /// The key has no credits left for this request.
+    UsageExceeded,
+    /// One of the key's rate limits refused the request.
+    RateLimited {
+        /// How long until the request would be allowed.
+        retry_after: Duration,
+    },
 }
 
 impl std::fmt::Display for KeyRejection {
@@ -261,6 +284,10 @@ impl std::fmt::Display for KeyRejection {
             KeyRejection::Revoked => "revoked api key",
             KeyRejection::Expired => "expired api key",
             KeyRejection::WrongService => "api key not valid for this service",
+            KeyRejection::Disabled => "disabled api key",
+            KeyRejection::InsufficientPermissions => "api key lacks a required permission",
+            KeyRejection::UsageExceeded => "api key usage exceeded",
+            KeyRejection::RateLimited { .. } => "api key rate limited",
         })
     }
 }

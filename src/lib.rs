@@ -85,7 +85,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{
     ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES,
-    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN,
+    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, KeyCheck,
+    KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict, MAX_EMAIL_LEN,
+    MAX_KEY_METADATA_BYTES, MAX_KEY_NAME_LEN, MAX_KEY_RATE_LIMITS, MAX_PERMISSION_LEN,
+    MAX_PERMISSIONS, MAX_RATE_LIMIT_NAME_LEN, Refill, RefillInterval,
     MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
     Media, NewEvent, NewMedia, NewUser, Page, PassportTier, TimeBucket, TimeRange, User,
     UserUpdate, WalletAddress, earliest_timestamp,
@@ -104,8 +107,9 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles,
-    Store, StoreBuilder, SweepReport, Users,
+    ApiKeys, DEFAULT_MEDIA_PART_BYTES, Events, MAX_BUFFERED_USAGE, MAX_SIGNED_URL_TTL,
+    MediaDownload, MediaFiles, Store, StoreBuilder, SweepReport, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY,
+    Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

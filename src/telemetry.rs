@@ -138,6 +138,15 @@ pub const OPERATIONS: &[&str] = &[
     "revoke",
     "list_for_user",
     "rotate",
+    "verify",
+    "disable",
+    "enable",
+    "set_permissions",
+    "set_details",
+    "set_credits",
+    "set_rate_limits",
+    "usage",
+    "flush_usage",
     // events
     "record",
     "record_many",
@@ -166,6 +175,7 @@ pub const OPERATIONS: &[&str] = &[
 pub const TABLES: &[&str] = &[
     "users",
     "api_keys",
+    "api_key_usage",
     "events",
     "sessions",
     "media",
