@@ -253,9 +253,30 @@ fn hit_ratio(rt: &Runtime, data: &Data, store: &Store) {
     .unwrap();
     phase(rt, store, data, "users.get, cold start", Read::User, 1);
     phase(rt, store, data, "users.get, warm", Read::User, 1_000);
-    phase(rt, store, data, "api_keys.validate, cold start", Read::Validate, 2);
-    phase(rt, store, data, "api_keys.validate, warm", Read::Validate, 2_000);
-    phase(rt, store, data, "api_keys.verify (full), warm", Read::Verify, 3_000);
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.validate, cold start",
+        Read::Validate,
+        2,
+    );
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.validate, warm",
+        Read::Validate,
+        2_000,
+    );
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.verify (full), warm",
+        Read::Verify,
+        3_000,
+    );
     phase(rt, store, data, "users.get, warm again", Read::User, 4_000);
     rt.block_on(store.shutdown()).unwrap();
     let total = store.cache_stats().unwrap();

@@ -23,11 +23,7 @@ fn prefix() -> String {
 
 /// Two stores on `db`, both behind the same Redis cache prefix when
 /// `cached`, both with the same Redis key rate limiter.
-async fn two_stores(
-    db: &common::TestDb,
-    redis: &str,
-    cached: bool,
-) -> (Store, Store) {
+async fn two_stores(db: &common::TestDb, redis: &str, cached: bool) -> (Store, Store) {
     let cache_prefix = prefix();
     let limiter_prefix = format!("{}rl:", prefix());
     let mut stores = Vec::new();
@@ -45,8 +41,11 @@ async fn two_stores(
         )
         .await
         .unwrap();
+        // 250 verifications at once per store on 8 connections, on a
+        // shared machine: wait for a connection as long as it takes.
         let mut builder: StoreBuilder = Store::builder()
             .max_connections(8)
+            .connection_timeout(Duration::from_secs(60))
             .key_rate_limiter(limiter);
         if cached {
             builder = builder
@@ -113,7 +112,9 @@ async fn storm(a: &Store, b: &Store, policy: KeyPolicy) -> (usize, Vec<KeyReject
 }
 
 async fn credits_across_two_stores(cached: bool) {
-    let Some((db, redis)) = setup().await else { return };
+    let Some((db, redis)) = setup().await else {
+        return;
+    };
     let (a, b) = two_stores(&db, &redis, cached).await;
     let (accepted, refused, id) = storm(&a, &b, KeyPolicy::new().credits(100)).await;
     assert_eq!(accepted, 100, "cached: {cached}");
@@ -134,7 +135,9 @@ async fn a_budget_of_100_accepts_exactly_100_across_two_cached_stores() {
 }
 
 async fn rate_limit_across_two_stores(cached: bool) {
-    let Some((db, redis)) = setup().await else { return };
+    let Some((db, redis)) = setup().await else {
+        return;
+    };
     let (a, b) = two_stores(&db, &redis, cached).await;
     // 50 at once, then one every 72 s: far longer than the test runs.
     let limit = RateLimitPolicy::new(50, Duration::from_secs(3600), 50).unwrap();
@@ -161,7 +164,9 @@ async fn a_rate_limit_holds_across_two_cached_stores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_hold_on_the_next_verification_in_another_cached_store() {
-    let Some((db, redis)) = setup().await else { return };
+    let Some((db, redis)) = setup().await else {
+        return;
+    };
     let (a, b) = two_stores(&db, &redis, true).await;
     let user = a
         .users()
@@ -189,7 +194,13 @@ async fn changes_hold_on_the_next_verification_in_another_cached_store() {
     for k in [&revoked, &disabled, &narrowed] {
         let secret = k.secret.expose_secret();
         for _ in 0..2 {
-            assert!(b.api_keys().verify(secret, &check).await.unwrap().is_valid());
+            assert!(
+                b.api_keys()
+                    .verify(secret, &check)
+                    .await
+                    .unwrap()
+                    .is_valid()
+            );
         }
     }
     let before = hits(&b);
@@ -234,21 +245,30 @@ async fn changes_hold_on_the_next_verification_in_another_cached_store() {
 
 fn expect_disabled(r: dreamnet_db::Result<dreamnet_db::ApiKey>) {
     assert!(
-        matches!(r, Err(dreamnet_db::Error::Unauthorized(KeyRejection::Disabled))),
+        matches!(
+            r,
+            Err(dreamnet_db::Error::Unauthorized(KeyRejection::Disabled))
+        ),
         "{r:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_flushed_on_shutdown_and_when_a_store_is_dropped() {
-    let Some(db) = common::pg_db().await else { return };
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
     let writer = db.store().await;
     let user = writer
         .users()
         .create(NewUser::with_email("ada@example.com".parse().unwrap()))
         .await
         .unwrap();
-    let issued = writer.api_keys().issue(user.id, "billing", None).await.unwrap();
+    let issued = writer
+        .api_keys()
+        .issue(user.id, "billing", None)
+        .await
+        .unwrap();
     let secret = issued.secret.expose_secret().to_owned();
     let id = issued.key.id;
     let reader = db.store().await;
@@ -291,7 +311,9 @@ async fn usage_is_flushed_on_shutdown_and_when_a_store_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_keys_last_used_in_one_flush() {
-    let Some(db) = common::pg_db().await else { return };
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
     let store = db.store().await;
     let user = store
         .users()
@@ -300,10 +322,20 @@ async fn many_keys_last_used_in_one_flush() {
         .unwrap();
     let mut keys = Vec::new();
     for _ in 0..50 {
-        keys.push(store.api_keys().issue(user.id, "billing", None).await.unwrap());
+        keys.push(
+            store
+                .api_keys()
+                .issue(user.id, "billing", None)
+                .await
+                .unwrap(),
+        );
     }
     for k in &keys {
-        store.api_keys().validate(k.secret.expose_secret()).await.unwrap();
+        store
+            .api_keys()
+            .validate(k.secret.expose_secret())
+            .await
+            .unwrap();
     }
     store.api_keys().flush_usage().await.unwrap();
     let client = common::client(&db.url).await;
@@ -318,4 +350,3 @@ async fn many_keys_last_used_in_one_flush() {
     assert_eq!(row.get::<_, i64>(0), 50);
     assert_eq!(row.get::<_, i64>(1), 50);
 }
-

@@ -177,7 +177,8 @@ export const apiKeyPolicies = pgTable(
     keyId: uuid("key_id").primaryKey(),
     name: varchar("name", { length: 200 }),
     metadata: jsonb("metadata").$type<JsonObject>(),
-    permissions: text("permissions").array().notNull().default(sql`'{}'::text[]`),
+    // No default (drizzle-kit would rewrite an array default on every push).
+    permissions: text("permissions").array().notNull(),
     disabledAt: timestamptz("disabled_at"),
     // Credits left; null for unlimited. Spent by the crate only, atomically.
     credits: bigint("credits", { mode: "number" }),

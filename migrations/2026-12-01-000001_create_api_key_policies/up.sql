@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS api_key_policies (
     key_id uuid PRIMARY KEY,
     name varchar(200),
     metadata jsonb,
-    permissions text[] NOT NULL DEFAULT '{}',
+    -- No default: drizzle-kit cannot compare array defaults (push would
+    -- rewrite one every time); the crate always writes the column.
+    permissions text[] NOT NULL,
     disabled_at timestamptz,
     -- Credits left; NULL for unlimited.
     credits bigint,

@@ -145,8 +145,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Spends `cost` credits of the key at `now`, atomically across every
     /// process sharing the storage: refills first if a refill is due, then
     /// spends only if enough are left. Never answered from a cache.
-    async fn spend_key_credits(&self, id: Uuid, cost: i64, now: DateTime<Utc>)
-    -> Result<CreditSpend>;
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend>;
 
     /// Writes a batch of usage counts (added to what is stored) and
     /// `last_used` times (moved forward only). Entries of keys that no

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::{Pos, user_not_found};
 use crate::backend::NewKeyRow;
 use crate::backend::Settings;
-use crate::error::{Entity, Error, Field, Result};
 use crate::backend::UsageBatch;
+use crate::error::{Entity, Error, Field, Result};
 use crate::model::{
     ApiKey, CreditSpend, Cursor, Email, KeyOutcome, KeyPolicy, KeyUsage, TimeBucket, TimeRange,
     User, UserUpdate, WalletAddress,

@@ -88,7 +88,10 @@ impl KeyPolicy {
     }
 
     /// Adds permissions.
-    pub fn permissions<S: Into<String>>(mut self, permissions: impl IntoIterator<Item = S>) -> Self {
+    pub fn permissions<S: Into<String>>(
+        mut self,
+        permissions: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.permissions
             .extend(permissions.into_iter().map(Into::into));
         self
@@ -150,7 +153,10 @@ impl KeyPolicy {
 /// Checks a key name: 1 to 200 characters, no control characters.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.chars().count() > MAX_KEY_NAME_LEN {
-        return Err(Error::invalid(Field::KeyName, "must be 1 to 200 characters"));
+        return Err(Error::invalid(
+            Field::KeyName,
+            "must be 1 to 200 characters",
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(
@@ -456,14 +462,20 @@ impl KeyCheck {
     }
 
     /// The key must hold every one of `permissions`.
-    pub fn require_all<S: Into<String>>(mut self, permissions: impl IntoIterator<Item = S>) -> Self {
+    pub fn require_all<S: Into<String>>(
+        mut self,
+        permissions: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.all.extend(permissions.into_iter().map(Into::into));
         self
     }
 
     /// The key must hold at least one of `permissions` (when any are
     /// given).
-    pub fn require_any<S: Into<String>>(mut self, permissions: impl IntoIterator<Item = S>) -> Self {
+    pub fn require_any<S: Into<String>>(
+        mut self,
+        permissions: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.any.extend(permissions.into_iter().map(Into::into));
         self
     }

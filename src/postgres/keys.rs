@@ -327,7 +327,10 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<usize>,
 {
     let created = diesel::insert_into(api_key_policies::table)
-        .values(api_key_policies::key_id.eq(id))
+        .values((
+            api_key_policies::key_id.eq(id),
+            api_key_policies::permissions.eq(Vec::<String>::new()),
+        ))
         .on_conflict_do_nothing()
         .execute(conn)
         .await;
@@ -563,4 +566,3 @@ pub(super) async fn usage(
     out.sort_by_key(|u| (u.bucket, u.outcome));
     Ok(out)
 }
-

@@ -166,10 +166,9 @@ impl ApiKeys<'_> {
             .await?
             .ok_or(Error::Unauthorized(KeyRejection::Unknown))?;
         let now = s.now();
-        let why = key.rejection(now, service).or(key
-            .policy
-            .disabled_at
-            .map(|_| KeyRejection::Disabled));
+        let why = key
+            .rejection(now, service)
+            .or(key.policy.disabled_at.map(|_| KeyRejection::Disabled));
         self.count(&key, why, now);
         if let Some(why) = why {
             return Err(Error::Unauthorized(why));
@@ -236,7 +235,12 @@ impl ApiKeys<'_> {
         .await
     }
 
-    async fn decide(&self, key: ApiKey, check: &KeyCheck, now: DateTime<Utc>) -> Result<KeyVerdict> {
+    async fn decide(
+        &self,
+        key: ApiKey,
+        check: &KeyCheck,
+        now: DateTime<Utc>,
+    ) -> Result<KeyVerdict> {
         let s = self.store;
         if let Some(why) = key.rejection(now, check.service.as_deref()) {
             return Ok(KeyVerdict::refused(why, Some(key)));
@@ -253,9 +257,7 @@ impl ApiKeys<'_> {
         let mut rate_limits = Vec::with_capacity(key.policy.rate_limits.len());
         if !key.policy.rate_limits.is_empty() {
             let limiter = s.keys.limiter.as_ref().ok_or_else(|| {
-                Error::Config(
-                    "this key has rate limits: set StoreBuilder::key_rate_limiter".into(),
-                )
+                Error::Config("this key has rate limits: set StoreBuilder::key_rate_limiter".into())
             })?;
             let mut name = String::with_capacity(128);
             for limit in &key.policy.rate_limits {
@@ -304,7 +306,9 @@ impl ApiKeys<'_> {
     pub async fn disable(&self, id: Uuid) -> Result<ApiKey> {
         let s = self.store;
         traced(site!("disable", "api_keys"), async {
-            Ok(s.keys.usage.overlay(s.backend.disable_key(id, s.now()).await?))
+            Ok(s.keys
+                .usage
+                .overlay(s.backend.disable_key(id, s.now()).await?))
         })
         .await
     }

@@ -6,8 +6,8 @@ use std::time::Duration as StdDuration;
 
 use chrono::{Duration, TimeZone};
 use dreamnet_db::{
-    Field, Json, KeyCheck, KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyRejection,
-    KeyUsage, ManualClock, NewUser, RateLimitPolicy, Refill, Store, TimeBucket, TimeRange, User,
+    Field, Json, KeyCheck, KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyRejection, KeyUsage,
+    ManualClock, NewUser, RateLimitPolicy, Refill, Store, TimeBucket, TimeRange, User,
 };
 use serde_json::json;
 
@@ -83,7 +83,10 @@ pub async fn a_policy_is_stored_and_read_back(store: &Store, clock: &ManualClock
     // The first refill period is the one holding the issue time.
     credits.refilled_at = Some(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
     assert_eq!(issued.key.policy, expected);
-    assert_eq!(store.api_keys().get(issued.key.id).await.unwrap().policy, expected);
+    assert_eq!(
+        store.api_keys().get(issued.key.id).await.unwrap().policy,
+        expected
+    );
     assert_eq!(
         store.api_keys().list_for_user(u.id).await.unwrap()[0].policy,
         expected
@@ -104,14 +107,26 @@ pub async fn a_policy_is_stored_and_read_back(store: &Store, clock: &ManualClock
         .unwrap();
     assert_eq!(key.policy.name.as_deref(), Some("renamed"));
     assert_eq!(key.policy.metadata, Some(Json::from(json!({"v": 2}))));
-    assert_eq!(key.policy.permissions, expected.permissions, "the rest stays");
+    assert_eq!(
+        key.policy.permissions, expected.permissions,
+        "the rest stays"
+    );
     let key = store
         .api_keys()
         .set_details(issued.key.id, None, None)
         .await
         .unwrap();
     assert_eq!((key.policy.name, key.policy.metadata), (None, None));
-    assert_eq!(store.api_keys().get(issued.key.id).await.unwrap().policy.name, None);
+    assert_eq!(
+        store
+            .api_keys()
+            .get(issued.key.id)
+            .await
+            .unwrap()
+            .policy
+            .name,
+        None
+    );
 }
 
 pub async fn permissions_all_and_any(store: &Store, _clock: &ManualClock) {
@@ -127,23 +142,36 @@ pub async fn permissions_all_and_any(store: &Store, _clock: &ManualClock) {
         .await
         .unwrap();
     let secret = issued.secret.expose_secret();
-    let verify = |check: KeyCheck| async move { store.api_keys().verify(secret, &check).await.unwrap() };
+    let verify =
+        |check: KeyCheck| async move { store.api_keys().verify(secret, &check).await.unwrap() };
 
     assert!(verify(any().require_all(["billing.read"])).await.is_valid());
-    assert!(verify(any().require_all(["billing.read", "media.read"])).await.is_valid());
+    assert!(
+        verify(any().require_all(["billing.read", "media.read"]))
+            .await
+            .is_valid()
+    );
     refused(
         &verify(any().require_all(["billing.read", "billing.write"])).await,
         KeyRejection::InsufficientPermissions,
     );
-    assert!(verify(any().require_any(["billing.write", "media.read"])).await.is_valid());
+    assert!(
+        verify(any().require_any(["billing.write", "media.read"]))
+            .await
+            .is_valid()
+    );
     refused(
         &verify(any().require_any(["billing.write", "media.write"])).await,
         KeyRejection::InsufficientPermissions,
     );
     assert!(
-        verify(any().require_all(["billing.read"]).require_any(["media.read", "x"]))
-            .await
-            .is_valid()
+        verify(
+            any()
+                .require_all(["billing.read"])
+                .require_any(["media.read", "x"])
+        )
+        .await
+        .is_valid()
     );
     // Permissions are exact strings: no prefix matching.
     refused(
@@ -165,10 +193,21 @@ pub async fn permissions_all_and_any(store: &Store, _clock: &ManualClock) {
         &verify(any().require_all(["billing.read"])).await,
         KeyRejection::InsufficientPermissions,
     );
-    assert!(verify(any().require_all(["billing.write"])).await.is_valid());
+    assert!(
+        verify(any().require_all(["billing.write"]))
+            .await
+            .is_valid()
+    );
     // The verdict carries what the key holds.
     let verdict = verify(any()).await;
-    assert!(verdict.key.unwrap().policy.permissions.contains("billing.write"));
+    assert!(
+        verdict
+            .key
+            .unwrap()
+            .policy
+            .permissions
+            .contains("billing.write")
+    );
 }
 
 pub async fn disable_and_enable(store: &Store, clock: &ManualClock) {
@@ -184,14 +223,33 @@ pub async fn disable_and_enable(store: &Store, clock: &ManualClock) {
         &store.api_keys().verify(secret, &any()).await.unwrap(),
         KeyRejection::Disabled,
     );
-    expect_rejected(store.api_keys().validate(secret).await, KeyRejection::Disabled);
+    expect_rejected(
+        store.api_keys().validate(secret).await,
+        KeyRejection::Disabled,
+    );
     // Disabling again keeps the first time.
     clock.advance(Duration::seconds(5));
-    assert_eq!(store.api_keys().disable(id).await.unwrap().policy.disabled_at, Some(t));
+    assert_eq!(
+        store
+            .api_keys()
+            .disable(id)
+            .await
+            .unwrap()
+            .policy
+            .disabled_at,
+        Some(t)
+    );
 
     let key = store.api_keys().enable(id).await.unwrap();
     assert_eq!(key.policy.disabled_at, None);
-    assert!(store.api_keys().verify(secret, &any()).await.unwrap().is_valid());
+    assert!(
+        store
+            .api_keys()
+            .verify(secret, &any())
+            .await
+            .unwrap()
+            .is_valid()
+    );
     store.api_keys().validate(secret).await.unwrap();
 
     // Revocation stays final: enabling a revoked key does not bring it back.
@@ -242,7 +300,13 @@ pub async fn credits_are_spent_and_run_out(store: &Store, _clock: &ManualClock) 
         assert_eq!(v.credits_remaining, Some(0));
     }
     assert_eq!(
-        store.api_keys().get(issued.key.id).await.unwrap().policy.credits,
+        store
+            .api_keys()
+            .get(issued.key.id)
+            .await
+            .unwrap()
+            .policy
+            .credits,
         Some(KeyCredits::new(0))
     );
     // validate spends nothing and ignores the budget.
@@ -255,7 +319,11 @@ pub async fn credits_are_spent_and_run_out(store: &Store, _clock: &ManualClock) 
         .await
         .unwrap();
     assert_eq!(verify(1).await.credits_remaining, Some(0));
-    store.api_keys().set_credits(issued.key.id, None).await.unwrap();
+    store
+        .api_keys()
+        .set_credits(issued.key.id, None)
+        .await
+        .unwrap();
     for _ in 0..3 {
         let v = verify(1).await;
         assert!(v.is_valid());
@@ -278,7 +346,12 @@ pub async fn credits_refill_daily_and_monthly(store: &Store, clock: &ManualClock
         .unwrap();
     let monthly = store
         .api_keys()
-        .issue_with(u.id, "billing", None, KeyPolicy::new().refill(Refill::monthly(1)))
+        .issue_with(
+            u.id,
+            "billing",
+            None,
+            KeyPolicy::new().refill(Refill::monthly(1)),
+        )
         .await
         .unwrap();
     assert_eq!(monthly.key.policy.credits.unwrap().remaining, 1);
@@ -310,7 +383,15 @@ pub async fn credits_refill_daily_and_monthly(store: &Store, clock: &ManualClock
     clock.advance(Duration::seconds(1));
     assert_eq!(spend(d.clone()).await, (None, Some(2)));
     assert_eq!(
-        store.api_keys().get(daily.key.id).await.unwrap().policy.credits.unwrap().refilled_at,
+        store
+            .api_keys()
+            .get(daily.key.id)
+            .await
+            .unwrap()
+            .policy
+            .credits
+            .unwrap()
+            .refilled_at,
         Some(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap())
     );
     // The monthly key waits for April.
@@ -354,10 +435,22 @@ pub async fn rate_limits_refuse_with_retry_after(store: &Store, clock: &ManualCl
     );
     let decision = v.rate_limit().unwrap();
     assert!(!decision.allowed);
-    assert!(decision.headers().contains(&("Retry-After", "30".to_owned())));
+    assert!(
+        decision
+            .headers()
+            .contains(&("Retry-After", "30".to_owned()))
+    );
     assert_eq!(v.credits_remaining, None);
     assert_eq!(
-        store.api_keys().get(issued.key.id).await.unwrap().policy.credits.unwrap().remaining,
+        store
+            .api_keys()
+            .get(issued.key.id)
+            .await
+            .unwrap()
+            .policy
+            .credits
+            .unwrap()
+            .remaining,
         8,
         "a rate-limited verification spends no credit"
     );
@@ -397,7 +490,10 @@ pub async fn one_verdict_for_every_rejection(store: &Store, clock: &ManualClock)
     refused(&malformed, KeyRejection::Malformed);
     assert!(malformed.key.is_none());
     let unknown = api
-        .verify(&format!("{}{}", dreamnet_db::KEY_PREFIX, "0".repeat(64)), &any())
+        .verify(
+            &format!("{}{}", dreamnet_db::KEY_PREFIX, "0".repeat(64)),
+            &any(),
+        )
         .await
         .unwrap();
     refused(&unknown, KeyRejection::Unknown);
@@ -405,7 +501,10 @@ pub async fn one_verdict_for_every_rejection(store: &Store, clock: &ManualClock)
 
     let revoked = api.issue(u.id, "billing", None).await.unwrap();
     api.revoke(revoked.key.id).await.unwrap();
-    let v = api.verify(revoked.secret.expose_secret(), &any()).await.unwrap();
+    let v = api
+        .verify(revoked.secret.expose_secret(), &any())
+        .await
+        .unwrap();
     refused(&v, KeyRejection::Revoked);
     assert_eq!(v.key.unwrap().id, revoked.key.id);
 
@@ -463,15 +562,22 @@ pub async fn bad_policy_input_writes_nothing(store: &Store, _clock: &ManualClock
         .unwrap();
     let before = snapshot(store).await;
     let api = store.api_keys();
-    let issue = |policy: KeyPolicy| async move { api.issue_with(u.id, "billing", None, policy).await };
+    let issue =
+        |policy: KeyPolicy| async move { api.issue_with(u.id, "billing", None, policy).await };
 
-    expect_invalid(issue(KeyPolicy::new().permissions([""])).await, Field::Permission);
+    expect_invalid(
+        issue(KeyPolicy::new().permissions([""])).await,
+        Field::Permission,
+    );
     expect_invalid(
         issue(KeyPolicy::new().permissions(["has space"])).await,
         Field::Permission,
     );
     expect_invalid(issue(KeyPolicy::new().credits(-1)).await, Field::Credits);
-    expect_invalid(issue(KeyPolicy::new().refill(Refill::daily(0))).await, Field::Refill);
+    expect_invalid(
+        issue(KeyPolicy::new().refill(Refill::daily(0))).await,
+        Field::Refill,
+    );
     expect_invalid(
         issue(KeyPolicy::new().credits(5).refill(Refill::monthly(-3))).await,
         Field::Refill,
@@ -483,7 +589,12 @@ pub async fn bad_policy_input_writes_nothing(store: &Store, _clock: &ManualClock
     );
     let limit = RateLimitPolicy::per_second(5).unwrap();
     expect_invalid(
-        issue(KeyPolicy::new().rate_limit("a", limit).rate_limit("a", limit)).await,
+        issue(
+            KeyPolicy::new()
+                .rate_limit("a", limit)
+                .rate_limit("a", limit),
+        )
+        .await,
         Field::RateLimitPolicy,
     );
     // A limit of zero cannot even be built.
@@ -498,7 +609,10 @@ pub async fn bad_policy_input_writes_nothing(store: &Store, _clock: &ManualClock
 
     let id = good.key.id;
     expect_invalid(api.set_permissions(id, ["ok", ""]).await, Field::Permission);
-    expect_invalid(api.set_credits(id, Some(KeyCredits::new(-5))).await, Field::Credits);
+    expect_invalid(
+        api.set_credits(id, Some(KeyCredits::new(-5))).await,
+        Field::Credits,
+    );
     expect_invalid(
         api.set_credits(id, Some(KeyCredits::new(5).with_refill(Refill::daily(0))))
             .await,
@@ -548,9 +662,17 @@ pub async fn policy_changes_of_unknown_keys_are_not_found(store: &Store, _clock:
     expect_not_found(api.disable(id).await, Entity::ApiKey, id);
     expect_not_found(api.enable(id).await, Entity::ApiKey, id);
     expect_not_found(api.set_permissions(id, ["a"]).await, Entity::ApiKey, id);
-    expect_not_found(api.set_details(id, Some("n"), None).await, Entity::ApiKey, id);
+    expect_not_found(
+        api.set_details(id, Some("n"), None).await,
+        Entity::ApiKey,
+        id,
+    );
     expect_not_found(api.set_credits(id, None).await, Entity::ApiKey, id);
-    expect_not_found(api.set_rate_limits(id, Vec::new()).await, Entity::ApiKey, id);
+    expect_not_found(
+        api.set_rate_limits(id, Vec::new()).await,
+        Entity::ApiKey,
+        id,
+    );
 }
 
 pub async fn usage_is_counted_per_hour_and_day(store: &Store, clock: &ManualClock) {
@@ -572,7 +694,10 @@ pub async fn usage_is_counted_per_hour_and_day(store: &Store, clock: &ManualCloc
     api.verify(secret, &any()).await.unwrap();
     api.validate(secret).await.unwrap();
     api.verify(secret, &any().require_all(["b"])).await.unwrap();
-    expect_rejected(api.validate_for(secret, "x").await, KeyRejection::WrongService);
+    expect_rejected(
+        api.validate_for(secret, "x").await,
+        KeyRejection::WrongService,
+    );
     api.validate(other.secret.expose_secret()).await.unwrap();
     // 13:00: two valid (the credits left), then out of credits.
     clock.advance(Duration::hours(1));
@@ -595,7 +720,10 @@ pub async fn usage_is_counted_per_hour_and_day(store: &Store, clock: &ManualCloc
         outcome,
         count,
     };
-    let hours = api.usage(id, TimeBucket::Hour, TimeRange::all()).await.unwrap();
+    let hours = api
+        .usage(id, TimeBucket::Hour, TimeRange::all())
+        .await
+        .unwrap();
     assert_eq!(
         hours,
         vec![
@@ -607,7 +735,10 @@ pub async fn usage_is_counted_per_hour_and_day(store: &Store, clock: &ManualCloc
             u(h13d2, KeyOutcome::UsageExceeded, 1),
         ]
     );
-    let days = api.usage(id, TimeBucket::Day, TimeRange::all()).await.unwrap();
+    let days = api
+        .usage(id, TimeBucket::Day, TimeRange::all())
+        .await
+        .unwrap();
     assert_eq!(
         days,
         vec![
@@ -624,14 +755,21 @@ pub async fn usage_is_counted_per_hour_and_day(store: &Store, clock: &ManualCloc
         .unwrap();
     assert_eq!(
         range,
-        vec![u(h13, KeyOutcome::Valid, 2), u(h13, KeyOutcome::UsageExceeded, 1)]
+        vec![
+            u(h13, KeyOutcome::Valid, 2),
+            u(h13, KeyOutcome::UsageExceeded, 1)
+        ]
     );
     // Flushing again adds what came since, nothing twice.
     api.verify(secret, &any().cost(0)).await.unwrap();
     api.flush_usage().await.unwrap();
     api.flush_usage().await.unwrap();
     let days = api
-        .usage(id, TimeBucket::Day, TimeRange::between(day2, day2 + Duration::days(1)))
+        .usage(
+            id,
+            TimeBucket::Day,
+            TimeRange::between(day2, day2 + Duration::days(1)),
+        )
         .await
         .unwrap();
     assert_eq!(days, vec![u(day2, KeyOutcome::UsageExceeded, 2)]);
@@ -705,7 +843,9 @@ pub async fn rotate_carries_the_policy(store: &Store, _clock: &ManualClock) {
         )
         .await
         .unwrap();
-    api.verify(old.secret.expose_secret(), &any()).await.unwrap();
+    api.verify(old.secret.expose_secret(), &any())
+        .await
+        .unwrap();
     let new = api.rotate(old.key.id, None).await.unwrap();
     assert_eq!(new.key.policy.name.as_deref(), Some("w"));
     assert!(new.key.policy.permissions.contains("a"));
@@ -716,7 +856,9 @@ pub async fn rotate_carries_the_policy(store: &Store, _clock: &ManualClock) {
         .unwrap();
     assert_eq!(v.credits_remaining, Some(2));
     refused(
-        &api.verify(old.secret.expose_secret(), &any()).await.unwrap(),
+        &api.verify(old.secret.expose_secret(), &any())
+            .await
+            .unwrap(),
         KeyRejection::Revoked,
     );
 }
