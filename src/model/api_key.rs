@@ -172,7 +172,8 @@ pub struct ApiKey {
     /// When it was issued.
     pub created_at: DateTime<Utc>,
     /// When it was last validated, to within the store's
-    /// `last_used_resolution` (a minute by default).
+    /// `last_used_resolution` (a minute by default); in the database, a
+    /// usage flush (a second) later.
     pub last_used: Option<DateTime<Utc>>,
     /// When it stops being valid, if ever.
     pub expires_at: Option<DateTime<Utc>>,

@@ -145,10 +145,14 @@ impl ApiKeys<'_> {
 
     /// Validates a presented key, which must have been issued for
     /// `service`. Returns the key's record, or `Unauthorized` with why:
-    /// malformed, unknown, revoked, expired, or for another service.
+    /// malformed, unknown, revoked, expired, for another service, or
+    /// disabled. Permissions, credits and rate limits are not looked at:
+    /// [`verify`](Self::verify) checks those.
     ///
-    /// `last_used` is written at most once per `last_used_resolution` (a
-    /// minute by default) per key, not on every call.
+    /// `last_used` moves at most once per `last_used_resolution` (a minute
+    /// by default) per key, and is never written on this call's path: it is
+    /// buffered and written with the usage counts (see
+    /// [`usage`](Self::usage)), one statement for many keys.
     pub async fn validate_for(&self, presented: &str, service: &str) -> Result<ApiKey> {
         traced(
             site!("validate", "api_keys"),
