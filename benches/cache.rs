@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::raw;
 use criterion::Criterion;
-use dreamnet_db::{CacheStats, Store};
+use dreamnet_db::{CacheStats, KeyCheck, RateLimitPolicy, RateLimiter, RedisLimiterOptions, Store};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
@@ -141,6 +141,17 @@ fn main() {
                 .max_connections(TASKS as u32)
                 .redis_url(data.redis_url.clone())
                 .cache_prefix(prefix.clone())
+                .key_rate_limiter(
+                    rt.block_on(RateLimiter::redis(
+                        &data.redis_url,
+                        RateLimitPolicy::per_second(1).unwrap(),
+                        RedisLimiterOptions {
+                            prefix: format!("{prefix}rl:"),
+                            ..Default::default()
+                        },
+                    ))
+                    .expect("a Redis limiter"),
+                )
                 .connect(),
         )
         .expect("connect with Redis");
@@ -171,7 +182,16 @@ fn delta(after: CacheStats, before: CacheStats) -> (u64, u64, u64) {
 
 /// Runs `READS` Zipf-distributed reads on `TASKS` tasks; prints the hit
 /// ratio and throughput of the phase.
-fn phase(rt: &Runtime, store: &Store, data: &Data, what: &str, keys: bool, seed: u64) {
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    User,
+    Validate,
+    /// `verify` with a required permission, a credit spent and a per-key
+    /// rate limit (on Redis).
+    Verify,
+}
+
+fn phase(rt: &Runtime, store: &Store, data: &Data, what: &str, read: Read, seed: u64) {
     let order = Arc::new(permutation(USERS));
     let cdf = Zipf::cdf(USERS, ZIPF_S);
     let users = Arc::new(data.users.clone());
@@ -190,10 +210,18 @@ fn phase(rt: &Runtime, store: &Store, data: &Data, what: &str, keys: bool, seed:
                 tokio::spawn(async move {
                     for _ in 0..READS / TASKS {
                         let i = order[zipf.next()];
-                        if keys {
-                            store.api_keys().validate(&secrets[i]).await.unwrap();
-                        } else {
-                            store.users().get(users[i]).await.unwrap();
+                        match read {
+                            Read::Validate => {
+                                store.api_keys().validate(&secrets[i]).await.unwrap();
+                            }
+                            Read::Verify => {
+                                let check = KeyCheck::new().require_all(["bench.read"]);
+                                let v = store.api_keys().verify(&secrets[i], &check).await.unwrap();
+                                assert!(v.is_valid(), "{v:?}");
+                            }
+                            Read::User => {
+                                store.users().get(users[i]).await.unwrap();
+                            }
                         }
                     }
                 })
@@ -227,18 +255,48 @@ fn hit_ratio(rt: &Runtime, data: &Data, store: &Store) {
         "\nhit ratio: Zipf s = {ZIPF_S} over {USERS} users, {READS} reads per phase on {TASKS} tasks, \
          starting from an empty cache"
     );
-    // Keys validated within the last minute are not written again: keep
-    // the phases on the read path a busy key takes.
+    // Every key gets a policy for the verify phases (a permission, credits
+    // no run spends, a rate limit no run reaches), and `last_used` is
+    // cleared, so the validate phases write it (batched) as a fresh
+    // service's would.
     let client = rt.block_on(raw(&data.url));
-    rt.block_on(client.execute(
-        "UPDATE api_keys SET last_used = now() WHERE service = 'cachebench'",
-        &[],
+    rt.block_on(client.batch_execute(
+        "UPDATE api_keys SET last_used = NULL WHERE service = 'cachebench'; \
+         INSERT INTO api_key_policies (key_id, permissions, credits, rate_limits) \
+         SELECT id, '{bench.read}', 1000000000000, \
+                '[{\"name\": \"default\", \"emission_us\": 1, \"burst\": 1000000}]' \
+           FROM api_keys WHERE service = 'cachebench' \
+         ON CONFLICT (key_id) DO UPDATE SET credits = EXCLUDED.credits",
     ))
     .unwrap();
-    phase(rt, store, data, "users.get, cold start", false, 1);
-    phase(rt, store, data, "users.get, warm", false, 1_000);
-    phase(rt, store, data, "api_keys.validate, cold start", true, 2);
-    phase(rt, store, data, "api_keys.validate, warm", true, 2_000);
+    phase(rt, store, data, "users.get, cold start", Read::User, 1);
+    phase(rt, store, data, "users.get, warm", Read::User, 1_000);
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.validate, cold start",
+        Read::Validate,
+        2,
+    );
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.validate, warm",
+        Read::Validate,
+        2_000,
+    );
+    phase(
+        rt,
+        store,
+        data,
+        "api_keys.verify (full), warm",
+        Read::Verify,
+        3_000,
+    );
+    phase(rt, store, data, "users.get, warm again", Read::User, 4_000);
+    rt.block_on(store.shutdown()).unwrap();
     let total = store.cache_stats().unwrap();
     println!(
         "all phases: hit ratio {:.1} %, {total:?}\n",
@@ -485,8 +543,8 @@ mod local {
                 }
             });
             for (what, keys, seed) in [
-                ("users.get", false, 1_000u64),
-                ("api_keys.validate", true, 2_000),
+                ("users.get", Read::User, 1_000u64),
+                ("api_keys.validate", Read::Validate, 2_000),
             ] {
                 phase(
                     rt,

@@ -214,6 +214,14 @@ pub enum Field {
     PayloadKey,
     /// A search text.
     Query,
+    /// An API key permission.
+    Permission,
+    /// An API key's display name.
+    KeyName,
+    /// An API key's credits.
+    Credits,
+    /// An API key's credit refill.
+    Refill,
 }
 
 impl std::fmt::Display for Field {
@@ -247,6 +255,10 @@ impl std::fmt::Display for Field {
             Field::Window => "window",
             Field::PayloadKey => "payload key",
             Field::Query => "query",
+            Field::Permission => "permission",
+            Field::KeyName => "key name",
+            Field::Credits => "credits",
+            Field::Refill => "refill",
         })
     }
 }
@@ -266,6 +278,17 @@ pub enum KeyRejection {
     Expired,
     /// The key was issued for another service.
     WrongService,
+    /// The key is disabled (reversibly, unlike revocation).
+    Disabled,
+    /// The key lacks a permission the check required.
+    InsufficientPermissions,
+    /// The key has no credits left for this request.
+    UsageExceeded,
+    /// One of the key's rate limits refused the request.
+    RateLimited {
+        /// How long until the request would be allowed.
+        retry_after: Duration,
+    },
 }
 
 impl std::fmt::Display for KeyRejection {
@@ -276,6 +299,10 @@ impl std::fmt::Display for KeyRejection {
             KeyRejection::Revoked => "revoked api key",
             KeyRejection::Expired => "expired api key",
             KeyRejection::WrongService => "api key not valid for this service",
+            KeyRejection::Disabled => "disabled api key",
+            KeyRejection::InsufficientPermissions => "api key lacks a required permission",
+            KeyRejection::UsageExceeded => "api key usage exceeded",
+            KeyRejection::RateLimited { .. } => "api key rate limited",
         })
     }
 }

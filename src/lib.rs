@@ -93,10 +93,13 @@ pub use model::{
 };
 pub use model::{
     ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES,
-    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, MAX_EMAIL_LEN,
-    MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_PAGE_SIZE, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
-    Media, NewEvent, NewMedia, NewUser, Page, PassportTier, TimeBucket, TimeRange, User,
-    UserUpdate, WalletAddress, earliest_timestamp,
+    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, KeyCheck,
+    KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict, MAX_EMAIL_LEN,
+    MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_KEY_METADATA_BYTES, MAX_KEY_NAME_LEN,
+    MAX_KEY_RATE_LIMITS, MAX_PAGE_SIZE, MAX_PERMISSION_LEN, MAX_PERMISSIONS, MAX_PRESENTED_KEY_LEN,
+    MAX_RATE_LIMIT_NAME_LEN, MAX_SERVICE_LEN, Media, NewEvent, NewMedia, NewUser, Page,
+    PassportTier, Refill, RefillInterval, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
+    earliest_timestamp,
 };
 pub use object_store;
 pub use postgres::{
@@ -115,9 +118,9 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH,
-    MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store, StoreBuilder,
-    SweepReport, Users,
+    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, DEFAULT_PURGE_BATCH, Events, MAX_BUFFERED_USAGE,
+    MAX_PURGE_BATCH, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store,
+    StoreBuilder, SweepReport, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

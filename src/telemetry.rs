@@ -151,6 +151,15 @@ pub const OPERATIONS: &[&str] = &[
     "revoke",
     "list_for_user",
     "rotate",
+    "verify",
+    "disable",
+    "enable",
+    "set_permissions",
+    "set_details",
+    "set_credits",
+    "set_rate_limits",
+    "usage",
+    "flush_usage",
     // events
     "record",
     "record_many",
@@ -188,6 +197,7 @@ pub const OPERATIONS: &[&str] = &[
 pub const TABLES: &[&str] = &[
     "users",
     "api_keys",
+    "api_key_usage",
     "events",
     "sessions",
     "media",

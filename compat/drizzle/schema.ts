@@ -19,6 +19,8 @@ import {
   index,
   jsonb,
   pgTable,
+  primaryKey,
+  text,
   timestamp,
   unique,
   uniqueIndex,
@@ -174,6 +176,66 @@ export const media = pgTable(
       .where(sql`${t.status} = 'complete'`),
     index("media_pending_created_idx").on(t.createdAt).where(sql`${t.status} = 'pending'`),
     index("media_owner_idx").on(t.ownerId).where(sql`${t.ownerId} IS NOT NULL`),
+  ],
+);
+
+// API key policies of the crate's `ApiKeys::verify` (permissions, disabled
+// switch, name and metadata, credits and refill, rate limits), one row per key
+// that has one, and per-key verification counts per UTC hour and outcome.
+// Keys without a policy row validate as they always have; services that look
+// keys up by hash themselves do not see policies. Both tables must be declared,
+// or push would drop them.
+export const apiKeyPolicies = pgTable(
+  "api_key_policies",
+  {
+    keyId: uuid("key_id").primaryKey(),
+    name: varchar("name", { length: 200 }),
+    metadata: jsonb("metadata").$type<JsonObject>(),
+    // No default (drizzle-kit would rewrite an array default on every push).
+    permissions: text("permissions").array().notNull(),
+    disabledAt: timestamptz("disabled_at"),
+    // Credits left; null for unlimited. Spent by the crate only, atomically.
+    credits: bigint("credits", { mode: "number" }),
+    refillAmount: bigint("refill_amount", { mode: "number" }),
+    // 'day' or 'month' (UTC).
+    refillInterval: varchar("refill_interval", { length: 5 }),
+    lastRefillAt: timestamptz("last_refill_at"),
+    // [{ name, emission_us, burst }]
+    rateLimits: jsonb("rate_limits").notNull().default([]),
+    updatedAt: timestamptz("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    foreignKey({
+      name: "api_key_policies_key_id_api_keys_id_fk",
+      columns: [t.keyId],
+      foreignColumns: [apiKeys.id],
+    }).onDelete("cascade"),
+    check("api_key_policies_credits_not_negative", sql`${t.credits} >= 0`),
+    check("api_key_policies_refill_positive", sql`${t.refillAmount} > 0`),
+    check("api_key_policies_refill_interval_known", sql`${t.refillInterval} IN ('day', 'month')`),
+    check(
+      "api_key_policies_refill_complete",
+      sql`(${t.refillAmount} IS NULL) = (${t.refillInterval} IS NULL) AND (${t.refillAmount} IS NULL OR ${t.credits} IS NOT NULL)`,
+    ),
+  ],
+);
+
+export const apiKeyUsage = pgTable(
+  "api_key_usage",
+  {
+    keyId: uuid("key_id").notNull(),
+    hour: timestamptz("hour").notNull(),
+    outcome: varchar("outcome", { length: 32 }).notNull(),
+    count: bigint("count", { mode: "number" }).notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "api_key_usage_pkey", columns: [t.keyId, t.hour, t.outcome] }),
+    foreignKey({
+      name: "api_key_usage_key_id_api_keys_id_fk",
+      columns: [t.keyId],
+      foreignColumns: [apiKeys.id],
+    }).onDelete("cascade"),
+    check("api_key_usage_count_positive", sql`${t.count} > 0`),
   ],
 );
 

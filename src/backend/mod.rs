@@ -23,8 +23,9 @@ pub use self::settings::{
 };
 use crate::error::Result;
 use crate::model::{
-    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
-    UserUpdate, WalletAddress,
+    ApiKey, BucketCount, CreditSpend, Cursor, Email, Event, EventFilter, EventType, Json,
+    KeyCredits, KeyOutcome, KeyRateLimit, KeyUsage, TimeBucket, TimeRange, User, UserUpdate,
+    WalletAddress,
 };
 
 /// A key row to insert: the record and the hash stored beside it.
@@ -32,6 +33,24 @@ use crate::model::{
 pub(crate) struct NewKeyRow {
     pub key: ApiKey,
     pub hash: String,
+}
+
+/// Verification counts and `last_used` times buffered by a store, written
+/// in one statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UsageBatch {
+    /// Keys whose `last_used` moves forward to the time given (never
+    /// backward).
+    pub last_used: Vec<(Uuid, DateTime<Utc>)>,
+    /// Counts to add: key, hour (UTC, truncated), outcome, count. At most
+    /// one entry per (key, hour, outcome).
+    pub counts: Vec<(Uuid, DateTime<Utc>, KeyOutcome, u64)>,
+}
+
+impl UsageBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.last_used.is_empty() && self.counts.is_empty()
+    }
 }
 
 /// Storage for users, API keys and events.
@@ -79,15 +98,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// The key, revoked or not, whose hash is `hash`.
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
 
-    /// Sets `last_used` to `now` unless it is already at or after
-    /// `stale_before`.
-    async fn touch_key(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-    ) -> Result<()>;
-
     /// Marks the key revoked at `now` (a no-op returning the record if it
     /// already is). A revoked key's hash no longer matches what services
     /// outside this crate look up. `NotFound` if there is no such key.
@@ -104,6 +114,61 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The key with this id, revoked or not.
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>>;
+
+    // ---- API key policies: each change is its own method, returns the
+    // key's record after it, and gives `NotFound` (entity api key) if there
+    // is no such key. ----
+
+    /// Sets `disabled_at` to `now` (keeping an earlier one).
+    async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey>;
+
+    /// Clears `disabled_at`.
+    async fn enable_key(&self, id: Uuid) -> Result<ApiKey>;
+
+    /// Replaces the key's permissions.
+    async fn set_key_permissions(
+        &self,
+        id: Uuid,
+        permissions: &std::collections::BTreeSet<String>,
+    ) -> Result<ApiKey>;
+
+    /// Replaces the key's name and metadata.
+    async fn set_key_details(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        metadata: Option<&Json>,
+    ) -> Result<ApiKey>;
+
+    /// Replaces the key's budget (`None`: unlimited).
+    async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey>;
+
+    /// Replaces the key's named rate limits.
+    async fn set_key_rate_limits(&self, id: Uuid, limits: &[KeyRateLimit]) -> Result<ApiKey>;
+
+    /// Spends `cost` credits of the key at `now`, atomically across every
+    /// process sharing the storage: refills first if a refill is due, then
+    /// spends only if enough are left. Never answered from a cache.
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend>;
+
+    /// Writes a batch of usage counts (added to what is stored) and
+    /// `last_used` times (moved forward only). Entries of keys that no
+    /// longer exist are skipped.
+    async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()>;
+
+    /// The key's usage counts in `range`, per hour or day and outcome,
+    /// ordered by bucket then outcome.
+    async fn key_usage(
+        &self,
+        id: Uuid,
+        bucket: TimeBucket,
+        range: TimeRange,
+    ) -> Result<Vec<KeyUsage>>;
 
     // ---- events ----
 

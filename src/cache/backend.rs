@@ -11,12 +11,12 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::client::{Invalidation, Lookup, RedisCache};
-use crate::backend::{Backend, NewKeyRow, SessionBackend};
+use crate::backend::{Backend, NewKeyRow, SessionBackend, UsageBatch};
 use crate::backend::{PoolState, Settings};
 use crate::error::Result;
 use crate::model::{
-    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
-    UserUpdate, WalletAddress,
+    ApiKey, BucketCount, CreditSpend, Cursor, Email, Event, EventFilter, EventType, Json,
+    KeyCredits, KeyRateLimit, KeyUsage, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
 use crate::telemetry::CacheEvent;
 
@@ -375,19 +375,6 @@ impl Backend for CachedBackend {
         Ok(key)
     }
 
-    /// `last_used` moved: drop the cached record, so the next validation
-    /// reads (and caches) the new one instead of touching again.
-    async fn touch_key(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-    ) -> Result<()> {
-        let result = self.inner.touch_key(id, now, stale_before).await;
-        self.invalidate_key(id).await;
-        result
-    }
-
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
         let result = self.inner.revoke_key(id, now).await;
         self.invalidate_key(id).await;
@@ -406,6 +393,85 @@ impl Backend for CachedBackend {
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
         self.inner.get_key(id).await
+    }
+
+    // Every change of a key's policy goes through the same invalidation as
+    // a revocation: the record is dropped (with its lease, leaving a
+    // marker) once the write has committed, whatever the outcome.
+
+    async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        let result = self.inner.disable_key(id, now).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn enable_key(&self, id: Uuid) -> Result<ApiKey> {
+        let result = self.inner.enable_key(id).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn set_key_permissions(
+        &self,
+        id: Uuid,
+        permissions: &std::collections::BTreeSet<String>,
+    ) -> Result<ApiKey> {
+        let result = self.inner.set_key_permissions(id, permissions).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn set_key_details(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        metadata: Option<&Json>,
+    ) -> Result<ApiKey> {
+        let result = self.inner.set_key_details(id, name, metadata).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
+        let result = self.inner.set_key_credits(id, credits).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn set_key_rate_limits(&self, id: Uuid, limits: &[KeyRateLimit]) -> Result<ApiKey> {
+        let result = self.inner.set_key_rate_limits(id, limits).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    /// Always the inner backend's atomic spend: a cached record's credit
+    /// count is never what decides. Spending does not invalidate the
+    /// record (its count is documented as the count when it was read).
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend> {
+        self.inner.spend_key_credits(id, cost, now).await
+    }
+
+    /// Usage counts and `last_used` are not part of what decides a
+    /// verification: the cached record is left as it is (the store
+    /// computes `last_used` for each validation from the record and its
+    /// own buffer, so a cached `last_used` older than the database's costs
+    /// nothing but an in-memory comparison).
+    async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()> {
+        self.inner.flush_key_usage(batch).await
+    }
+
+    async fn key_usage(
+        &self,
+        id: Uuid,
+        bucket: TimeBucket,
+        range: TimeRange,
+    ) -> Result<Vec<KeyUsage>> {
+        self.inner.key_usage(id, bucket, range).await
     }
 
     // ---- events ----

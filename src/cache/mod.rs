@@ -28,8 +28,17 @@
 //! # Invalidation, and the stale-fill race
 //!
 //! Every write that changes a cached record deletes it from Redis after the
-//! database has committed: updating or deleting a user, revoking, rotating
-//! or touching (`last_used`) a key, and deleting a user's keys with them.
+//! database has committed: updating or deleting a user; revoking, rotating,
+//! disabling or enabling a key, or changing its permissions, name and
+//! metadata, credits or rate limits; and deleting a user's keys with them.
+//!
+//! Two writes leave the cached key record as it is, because they do not
+//! decide a verification from it: spending credits (always done in the
+//! database, atomically; the record's credit count is the count when it
+//! was read) and the batched usage flush that moves `last_used` forward
+//! (the store compares `last_used` with its own buffer on every
+//! validation, so an older cached value costs nothing but that
+//! comparison).
 //!
 //! Deleting is not enough on its own. A reader that misses, reads the
 //! database, and is then overtaken by a writer that commits and deletes,

@@ -139,9 +139,6 @@ impl Backend for Gated {
         self.pass().await;
         key
     }
-    async fn touch_key(&self, id: Uuid, now: DateTime<Utc>, before: DateTime<Utc>) -> Result<()> {
-        self.inner.touch_key(id, now, before).await
-    }
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
         self.inner.revoke_key(id, now).await
     }
@@ -153,6 +150,60 @@ impl Backend for Gated {
     }
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
         self.inner.get_key(id).await
+    }
+    async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        self.inner.disable_key(id, now).await
+    }
+    async fn enable_key(&self, id: Uuid) -> Result<ApiKey> {
+        self.inner.enable_key(id).await
+    }
+    async fn set_key_permissions(
+        &self,
+        id: Uuid,
+        permissions: &std::collections::BTreeSet<String>,
+    ) -> Result<ApiKey> {
+        self.inner.set_key_permissions(id, permissions).await
+    }
+    async fn set_key_details(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        metadata: Option<&crate::model::Json>,
+    ) -> Result<ApiKey> {
+        self.inner.set_key_details(id, name, metadata).await
+    }
+    async fn set_key_credits(
+        &self,
+        id: Uuid,
+        credits: Option<&crate::model::KeyCredits>,
+    ) -> Result<ApiKey> {
+        self.inner.set_key_credits(id, credits).await
+    }
+    async fn set_key_rate_limits(
+        &self,
+        id: Uuid,
+        limits: &[crate::model::KeyRateLimit],
+    ) -> Result<ApiKey> {
+        self.inner.set_key_rate_limits(id, limits).await
+    }
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<crate::model::CreditSpend> {
+        self.inner.spend_key_credits(id, cost, now).await
+    }
+    async fn flush_key_usage(&self, batch: &crate::backend::UsageBatch) -> Result<()> {
+        self.inner.flush_key_usage(batch).await
+    }
+    async fn key_usage(
+        &self,
+        id: Uuid,
+        bucket: TimeBucket,
+        range: TimeRange,
+    ) -> Result<Vec<crate::model::KeyUsage>> {
+        self.inner.key_usage(id, bucket, range).await
     }
     async fn insert_events(&self, events: &[Event]) -> Result<()> {
         self.inner.insert_events(events).await

@@ -1,6 +1,6 @@
 //! Users and their API keys, with the indexes their lookups need.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
@@ -9,8 +9,12 @@ use uuid::Uuid;
 use super::{Pos, user_not_found};
 use crate::backend::NewKeyRow;
 use crate::backend::Settings;
+use crate::backend::UsageBatch;
 use crate::error::{Entity, Error, Field, Result};
-use crate::model::{ApiKey, Cursor, Email, User, UserUpdate, WalletAddress};
+use crate::model::{
+    ApiKey, CreditSpend, Cursor, Email, KeyOutcome, KeyPolicy, KeyUsage, TimeBucket, TimeRange,
+    User, UserUpdate, WalletAddress,
+};
 
 /// A stored key: its record and the hash it is found by.
 #[derive(Debug)]
@@ -36,6 +40,8 @@ pub(super) struct Accounts {
     by_hash: HashMap<String, Uuid>,
     /// Each user's keys in `(created_at, id)` order.
     keys_of: HashMap<Uuid, BTreeSet<Pos>>,
+    /// `api_key_usage`: counts per (key, hour, outcome).
+    usage: BTreeMap<(Uuid, DateTime<Utc>, KeyOutcome), u64>,
 }
 
 impl Accounts {
@@ -166,6 +172,16 @@ impl Accounts {
             if let Some(entry) = self.keys.remove(&key_id) {
                 self.by_hash.remove(&entry.hash);
             }
+            let from = (key_id, DateTime::<Utc>::MIN_UTC, KeyOutcome::Valid);
+            let gone: Vec<_> = self
+                .usage
+                .range(from..)
+                .take_while(|((k, _, _), _)| *k == key_id)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in gone {
+                self.usage.remove(&k);
+            }
         }
     }
 
@@ -234,14 +250,6 @@ impl Accounts {
         Ok(())
     }
 
-    pub(super) fn touch_key(&mut self, id: Uuid, now: DateTime<Utc>, stale_before: DateTime<Utc>) {
-        if let Some(entry) = self.keys.get_mut(&id) {
-            if entry.key.last_used.is_none_or(|t| t < stale_before) {
-                entry.key.last_used = Some(now);
-            }
-        }
-    }
-
     pub(super) fn revoke_key(&mut self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
         let entry = self.keys.get_mut(&id).ok_or(Error::NotFound {
             entity: Entity::ApiKey,
@@ -269,5 +277,79 @@ impl Accounts {
         self.revoke_key(old_id, now)?;
         self.put_key(new);
         Ok(key)
+    }
+
+    /// Changes the key's policy with `change`, returning the new record.
+    pub(super) fn change_policy(
+        &mut self,
+        id: Uuid,
+        change: impl FnOnce(&mut KeyPolicy),
+    ) -> Result<ApiKey> {
+        let entry = self.keys.get_mut(&id).ok_or(Error::NotFound {
+            entity: Entity::ApiKey,
+            id,
+        })?;
+        change(&mut entry.key.policy);
+        Ok(entry.key.clone())
+    }
+
+    pub(super) fn spend_credits(
+        &mut self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend> {
+        let entry = self.keys.get_mut(&id).ok_or(Error::NotFound {
+            entity: Entity::ApiKey,
+            id,
+        })?;
+        let Some(credits) = entry.key.policy.credits.as_mut() else {
+            return Ok(CreditSpend::Unlimited);
+        };
+        let (available, refilled) = credits.available(now);
+        if available < cost.max(1) {
+            return Ok(CreditSpend::Exhausted(available));
+        }
+        credits.remaining = available - cost;
+        if refilled.is_some() {
+            credits.refilled_at = refilled;
+        }
+        Ok(CreditSpend::Spent(credits.remaining))
+    }
+
+    pub(super) fn flush_usage(&mut self, batch: &UsageBatch) {
+        for &(id, at) in &batch.last_used {
+            if let Some(entry) = self.keys.get_mut(&id) {
+                if entry.key.last_used.is_none_or(|t| t < at) {
+                    entry.key.last_used = Some(at);
+                }
+            }
+        }
+        for &(id, hour, outcome, n) in &batch.counts {
+            if self.keys.contains_key(&id) {
+                *self.usage.entry((id, hour, outcome)).or_default() += n;
+            }
+        }
+    }
+
+    pub(super) fn usage_of(&self, id: Uuid, bucket: TimeBucket, range: TimeRange) -> Vec<KeyUsage> {
+        let mut sums: BTreeMap<(DateTime<Utc>, KeyOutcome), u64> = BTreeMap::new();
+        let from = (id, DateTime::<Utc>::MIN_UTC, KeyOutcome::Valid);
+        for (&(k, hour, outcome), &n) in self.usage.range(from..) {
+            if k != id {
+                break;
+            }
+            if range.since.is_some_and(|s| hour < s) || range.until.is_some_and(|u| hour >= u) {
+                continue;
+            }
+            *sums.entry((bucket.start_of(hour), outcome)).or_default() += n;
+        }
+        sums.into_iter()
+            .map(|((bucket, outcome), count)| KeyUsage {
+                bucket,
+                outcome,
+                count,
+            })
+            .collect()
     }
 }

@@ -37,12 +37,12 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::backend::{Backend, NewKeyRow};
+use crate::backend::{Backend, NewKeyRow, UsageBatch};
 use crate::backend::{PoolState, Settings};
 use crate::error::{Entity, Error, Result};
 use crate::model::{
-    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
-    UserUpdate, WalletAddress,
+    ApiKey, BucketCount, CreditSpend, Cursor, Email, Event, EventFilter, EventType, Json,
+    KeyCredits, KeyRateLimit, KeyUsage, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
 
 use accounts::Accounts;
@@ -186,16 +186,6 @@ impl Backend for MemoryBackend {
         Ok(self.accounts().key_by_hash(hash).cloned())
     }
 
-    async fn touch_key(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-    ) -> Result<()> {
-        self.accounts_mut().touch_key(id, now, stale_before);
-        Ok(())
-    }
-
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
         self.accounts_mut().revoke_key(id, now)
     }
@@ -210,6 +200,71 @@ impl Backend for MemoryBackend {
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
         Ok(self.accounts().key(id).cloned())
+    }
+
+    async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        self.accounts_mut().change_policy(id, |p| {
+            p.disabled_at.get_or_insert(now);
+        })
+    }
+
+    async fn enable_key(&self, id: Uuid) -> Result<ApiKey> {
+        self.accounts_mut()
+            .change_policy(id, |p| p.disabled_at = None)
+    }
+
+    async fn set_key_permissions(
+        &self,
+        id: Uuid,
+        permissions: &std::collections::BTreeSet<String>,
+    ) -> Result<ApiKey> {
+        self.accounts_mut()
+            .change_policy(id, |p| p.permissions = permissions.clone())
+    }
+
+    async fn set_key_details(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        metadata: Option<&Json>,
+    ) -> Result<ApiKey> {
+        self.accounts_mut().change_policy(id, |p| {
+            p.name = name.map(str::to_owned);
+            p.metadata = metadata.cloned();
+        })
+    }
+
+    async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
+        self.accounts_mut()
+            .change_policy(id, |p| p.credits = credits.copied())
+    }
+
+    async fn set_key_rate_limits(&self, id: Uuid, limits: &[KeyRateLimit]) -> Result<ApiKey> {
+        self.accounts_mut()
+            .change_policy(id, |p| p.rate_limits = limits.to_vec())
+    }
+
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend> {
+        self.accounts_mut().spend_credits(id, cost, now)
+    }
+
+    async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()> {
+        self.accounts_mut().flush_usage(batch);
+        Ok(())
+    }
+
+    async fn key_usage(
+        &self,
+        id: Uuid,
+        bucket: TimeBucket,
+        range: TimeRange,
+    ) -> Result<Vec<KeyUsage>> {
+        Ok(self.accounts().usage_of(id, bucket, range))
     }
 
     async fn insert_events(&self, batch: &[Event]) -> Result<()> {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::KeyPolicy;
 use crate::error::{Error, Field, KeyRejection};
 
 /// The prefix of every key this crate issues, so that secret scanners can
@@ -171,12 +172,17 @@ pub struct ApiKey {
     /// When it was issued.
     pub created_at: DateTime<Utc>,
     /// When it was last validated, to within the store's
-    /// `last_used_resolution` (a minute by default).
+    /// `last_used_resolution` (a minute by default); in the database, a
+    /// usage flush (a second) later.
     pub last_used: Option<DateTime<Utc>>,
     /// When it stops being valid, if ever.
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Its name, metadata, permissions, disabled switch, credits and rate
+    /// limits; empty for keys without a policy (every key issued before
+    /// policies existed), which validate exactly as before.
+    pub policy: KeyPolicy,
 }
 
 impl ApiKey {

@@ -5,6 +5,7 @@ mod api_key;
 mod email;
 mod event;
 pub(crate) mod json;
+mod key_policy;
 mod media;
 mod page;
 mod session;
@@ -25,6 +26,14 @@ pub(crate) use api_key::{check_service, hash_key, push_hex};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use json::{Json, MAX_JSON_DEPTH};
+pub(crate) use key_policy::{
+    CreditSpend, check_metadata, check_name, check_permissions, check_rate_limits,
+};
+pub use key_policy::{
+    KeyCheck, KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict,
+    MAX_KEY_METADATA_BYTES, MAX_KEY_NAME_LEN, MAX_KEY_RATE_LIMITS, MAX_PERMISSION_LEN,
+    MAX_PERMISSIONS, MAX_RATE_LIMIT_NAME_LEN, Refill, RefillInterval,
+};
 pub use media::{
     DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES, MAX_FILE_NAME_BYTES, Media, NewMedia,
 };

@@ -96,12 +96,12 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::backend::{Backend, NewKeyRow, SessionBackend};
+use crate::backend::{Backend, NewKeyRow, SessionBackend, UsageBatch};
 use crate::backend::{PoolState, Settings};
 use crate::error::{Backend as Service, Error, Field, Result};
 use crate::model::{
-    ApiKey, BucketCount, Cursor, Email, Event, EventFilter, EventType, TimeBucket, TimeRange, User,
-    UserUpdate, WalletAddress,
+    ApiKey, BucketCount, CreditSpend, Cursor, Email, Event, EventFilter, EventType, Json,
+    KeyCredits, KeyRateLimit, KeyUsage, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
 };
 pub(crate) use connect::PgOptions;
 pub(crate) use connect::PgPool;
@@ -433,20 +433,16 @@ impl Backend for PgBackend {
     }
 
     async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
-        on_write!(self, keys::insert_key, keys::KeyInsert::from(&row))
+        on_write!(
+            self,
+            keys::insert_key,
+            keys::KeyInsert::from(&row),
+            &row.key.policy
+        )
     }
 
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
         on_conn!(self, keys::find_by_hash, hash)
-    }
-
-    async fn touch_key(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-    ) -> Result<()> {
-        on_write!(self, keys::touch, id, now, stale_before)
     }
 
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
@@ -463,6 +459,61 @@ impl Backend for PgBackend {
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
         on_conn!(self, keys::get, id)
+    }
+
+    async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
+        on_write!(self, keys::disable, id, now)
+    }
+
+    async fn enable_key(&self, id: Uuid) -> Result<ApiKey> {
+        on_write!(self, keys::enable, id)
+    }
+
+    async fn set_key_permissions(
+        &self,
+        id: Uuid,
+        permissions: &std::collections::BTreeSet<String>,
+    ) -> Result<ApiKey> {
+        on_write!(self, keys::set_permissions, id, permissions)
+    }
+
+    async fn set_key_details(
+        &self,
+        id: Uuid,
+        name: Option<&str>,
+        metadata: Option<&Json>,
+    ) -> Result<ApiKey> {
+        on_write!(self, keys::set_details, id, name, metadata)
+    }
+
+    async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
+        on_write!(self, keys::set_credits, id, credits)
+    }
+
+    async fn set_key_rate_limits(&self, id: Uuid, limits: &[KeyRateLimit]) -> Result<ApiKey> {
+        on_write!(self, keys::set_rate_limits, id, limits)
+    }
+
+    async fn spend_key_credits(
+        &self,
+        id: Uuid,
+        cost: i64,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend> {
+        on_conn!(self, keys::spend, id, cost, now)
+    }
+
+    async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()> {
+        on_conn!(self, keys::flush_usage, batch)
+    }
+
+    async fn key_usage(
+        &self,
+        id: Uuid,
+        bucket: TimeBucket,
+        range: TimeRange,
+    ) -> Result<Vec<KeyUsage>> {
+        on_conn!(self, keys::usage, id, bucket, range)
     }
 
     async fn insert_events(&self, batch: &[Event]) -> Result<()> {

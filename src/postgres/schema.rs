@@ -18,6 +18,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    api_key_policies (key_id) {
+        key_id -> Uuid,
+        #[max_length = 200]
+        name -> Nullable<Varchar>,
+        metadata -> Nullable<Jsonb>,
+        permissions -> Array<Text>,
+        disabled_at -> Nullable<Timestamptz>,
+        credits -> Nullable<Int8>,
+        refill_amount -> Nullable<Int8>,
+        #[max_length = 5]
+        refill_interval -> Nullable<Varchar>,
+        last_refill_at -> Nullable<Timestamptz>,
+        rate_limits -> Jsonb,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_key_usage (key_id, hour, outcome) {
+        key_id -> Uuid,
+        hour -> Timestamptz,
+        #[max_length = 32]
+        outcome -> Varchar,
+        count -> Int8,
+    }
+}
+
+diesel::table! {
     events (id) {
         id -> Uuid,
         user_id -> Nullable<Uuid>,
@@ -75,7 +103,17 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(api_key_policies -> api_keys (key_id));
+diesel::joinable!(api_key_usage -> api_keys (key_id));
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(events -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, events, media, sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    api_key_policies,
+    api_key_usage,
+    api_keys,
+    events,
+    media,
+    sessions,
+    users,
+);

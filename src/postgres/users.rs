@@ -122,7 +122,7 @@ pub(super) async fn create_with_key(
 ) -> Result<(User, ApiKey)> {
     conn.transaction(async move |conn| {
         let user = create(conn, user).await?;
-        let key = insert_key(conn, KeyInsert::from(&key)).await?;
+        let key = insert_key(conn, KeyInsert::from(&key), &key.key.policy).await?;
         Ok((user, key))
     })
     .await

@@ -31,7 +31,14 @@ use super::MIGRATIONS;
 use crate::error::{Error, Result};
 
 /// The tables the crate reads and writes.
-const TABLES: [&str; 4] = ["users", "api_keys", "events", "sessions"];
+const TABLES: [&str; 6] = [
+    "users",
+    "api_keys",
+    "events",
+    "sessions",
+    "api_key_policies",
+    "api_key_usage",
+];
 
 /// A column: table, name, type as `format_type` prints it, NOT NULL, and
 /// default as `pg_get_expr` prints it.
@@ -102,6 +109,45 @@ const COLUMNS: &[Column] = &[
     ("sessions", "data", JSONB, true, EMPTY_OBJECT),
     ("sessions", "created_at", TSTZ, true, NOW),
     ("sessions", "expires_at", TSTZ, true, None),
+    ("api_key_policies", "key_id", UUID, true, None),
+    (
+        "api_key_policies",
+        "name",
+        "character varying(200)",
+        false,
+        None,
+    ),
+    ("api_key_policies", "metadata", JSONB, false, None),
+    ("api_key_policies", "permissions", "text[]", true, None),
+    ("api_key_policies", "disabled_at", TSTZ, false, None),
+    ("api_key_policies", "credits", "bigint", false, None),
+    ("api_key_policies", "refill_amount", "bigint", false, None),
+    (
+        "api_key_policies",
+        "refill_interval",
+        "character varying(5)",
+        false,
+        None,
+    ),
+    ("api_key_policies", "last_refill_at", TSTZ, false, None),
+    (
+        "api_key_policies",
+        "rate_limits",
+        JSONB,
+        true,
+        Some("'[]'::jsonb"),
+    ),
+    ("api_key_policies", "updated_at", TSTZ, true, NOW),
+    ("api_key_usage", "key_id", UUID, true, None),
+    ("api_key_usage", "hour", TSTZ, true, None),
+    (
+        "api_key_usage",
+        "outcome",
+        "character varying(32)",
+        true,
+        None,
+    ),
+    ("api_key_usage", "count", "bigint", true, None),
 ];
 
 /// A constraint: table, name, definition as `pg_get_constraintdef` prints
@@ -132,6 +178,31 @@ const CONSTRAINTS: &[(&str, &str, &str)] = &[
         "FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE SET NULL",
     ),
     ("sessions", "sessions_pkey", "PRIMARY KEY (id)"),
+    (
+        "api_key_policies",
+        "api_key_policies_pkey",
+        "PRIMARY KEY (key_id)",
+    ),
+    (
+        "api_key_policies",
+        "api_key_policies_key_id_api_keys_id_fk",
+        "FOREIGN KEY (key_id) REFERENCES api_keys(id) ON DELETE CASCADE",
+    ),
+    (
+        "api_key_policies",
+        "api_key_policies_credits_not_negative",
+        "CHECK ((credits >= 0))",
+    ),
+    (
+        "api_key_usage",
+        "api_key_usage_pkey",
+        "PRIMARY KEY (key_id, hour, outcome)",
+    ),
+    (
+        "api_key_usage",
+        "api_key_usage_key_id_api_keys_id_fk",
+        "FOREIGN KEY (key_id) REFERENCES api_keys(id) ON DELETE CASCADE",
+    ),
     (
         "sessions",
         "sessions_data_is_object",

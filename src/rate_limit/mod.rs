@@ -73,6 +73,27 @@ impl RateLimitPolicy {
         Ok(RateLimitPolicy { emission_us, burst })
     }
 
+    /// A policy from its stored parts (emission interval in µs, burst),
+    /// checked as [`new`](Self::new) checks.
+    pub(crate) fn from_parts(emission_us: u64, burst: u32) -> Result<Self> {
+        if emission_us == 0 || burst == 0 {
+            return Err(Error::invalid(
+                Field::RateLimitPolicy,
+                "emission interval and burst must be at least 1",
+            ));
+        }
+        if emission_us
+            .checked_mul(u64::from(burst))
+            .is_none_or(|t| t > i64::MAX as u64 / 4)
+        {
+            return Err(Error::invalid(
+                Field::RateLimitPolicy,
+                "period × burst is too long",
+            ));
+        }
+        Ok(RateLimitPolicy { emission_us, burst })
+    }
+
     /// `rate` requests a second, `rate` at once.
     pub fn per_second(rate: u32) -> Result<Self> {
         Self::new(rate, Duration::from_secs(1), rate)
@@ -309,8 +330,19 @@ impl RateLimiter {
     /// refused request takes nothing. Each decision is counted in
     /// `dreamnet_db_rate_limit_decisions_total` (see [`crate::telemetry`]).
     pub async fn check_cost(&self, key: &str, cost: u32) -> Result<RateLimitDecision> {
-        self.policy.check_cost(cost)?;
-        let decision = self.store.check(&self.policy, key, cost).await?;
+        self.check_with(&self.policy, key, cost).await
+    }
+
+    /// Checks `key` against `policy` instead of the limiter's own (the
+    /// per-key limits of API keys), in the same store.
+    pub(crate) async fn check_with(
+        &self,
+        policy: &RateLimitPolicy,
+        key: &str,
+        cost: u32,
+    ) -> Result<RateLimitDecision> {
+        policy.check_cost(cost)?;
+        let decision = self.store.check(policy, key, cost).await?;
         rate_limit_decision(self.storage, decision.allowed, decision.degraded);
         Ok(decision)
     }

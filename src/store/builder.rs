@@ -45,6 +45,7 @@ pub struct StoreBuilder {
     media_max_bytes: u64,
     media_allowed_types: Vec<String>,
     media_part_bytes: usize,
+    key_limiter: Option<crate::RateLimiter>,
     #[cfg(feature = "redis")]
     cache: CacheSettings,
 }
@@ -64,6 +65,7 @@ impl Default for StoreBuilder {
                 .map(|s| s.to_string())
                 .collect(),
             media_part_bytes: super::DEFAULT_MEDIA_PART_BYTES,
+            key_limiter: None,
             #[cfg(feature = "redis")]
             cache: Default::default(),
         }
@@ -81,7 +83,8 @@ impl fmt::Debug for StoreBuilder {
             .field("media_storage", &self.media_storage)
             .field("media_max_bytes", &self.media_max_bytes)
             .field("media_allowed_types", &self.media_allowed_types)
-            .field("media_part_bytes", &self.media_part_bytes);
+            .field("media_part_bytes", &self.media_part_bytes)
+            .field("key_limiter", &self.key_limiter);
         #[cfg(feature = "redis")]
         d.field("cache", &self.cache);
         d.finish()
@@ -303,6 +306,18 @@ impl StoreBuilder {
         self
     }
 
+    /// The limiter that API keys' own rate limits
+    /// ([`KeyPolicy::rate_limit`](crate::KeyPolicy::rate_limit)) go
+    /// through, under the key's id and the limit's name (the limiter's own
+    /// policy is not used). Give every process the same Redis limiter
+    /// ([`RateLimiter::redis`](crate::RateLimiter::redis)) so that they
+    /// share the counts; the default is an in-memory limiter on the
+    /// store's clock, which counts for this process only.
+    pub fn key_rate_limiter(mut self, limiter: crate::RateLimiter) -> Self {
+        self.key_limiter = Some(limiter);
+        self
+    }
+
     fn media(&self, default: impl FnOnce() -> MediaStorage) -> MediaState {
         MediaState::new(
             self.media_storage.clone().unwrap_or_else(default),
@@ -331,6 +346,7 @@ impl StoreBuilder {
         let cache = None;
         let store = Store::from_backend(backend, self.settings())
             .with_cache(cache)
+            .with_key_limiter(self.key_limiter.clone())
             .with_media(self.media(MediaStorage::default));
         if self.run_migrations {
             store.migrate().await?;
@@ -344,6 +360,7 @@ impl StoreBuilder {
         let settings = self.settings();
         Store::from_backend(Arc::new(crate::memory::MemoryBackend::new()), settings)
             .with_media(self.media(MediaStorage::in_memory))
+            .with_key_limiter(self.key_limiter.clone())
     }
 }
 
@@ -457,6 +474,7 @@ impl StoreBuilder {
         let (backend, counters) = crate::cache::layer(&self.cache, backend).await?;
         Ok(Store::from_backend(backend, self.settings())
             .with_cache(counters)
+            .with_key_limiter(self.key_limiter.clone())
             .with_media(self.media(MediaStorage::in_memory)))
     }
 }

@@ -8,6 +8,7 @@ mod analytics;
 mod api_keys;
 mod builder;
 mod events;
+mod key_usage;
 mod media;
 mod users;
 
@@ -21,6 +22,7 @@ pub use self::analytics::Analytics;
 pub use self::api_keys::ApiKeys;
 pub use self::builder::StoreBuilder;
 pub use self::events::{DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH, Purge, PurgeReport};
+pub use self::key_usage::{MAX_BUFFERED_USAGE, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY};
 pub(crate) use self::media::MediaState;
 pub use self::media::{
     DEFAULT_MEDIA_PART_BYTES, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, SweepReport,
@@ -53,6 +55,7 @@ pub struct Store {
     settings: Arc<Settings>,
     cache: Option<Arc<crate::cache::Counters>>,
     media: Arc<MediaState>,
+    keys: Arc<key_usage::KeyRuntime>,
 }
 
 // A store is shared across tasks and threads: keep it so.
@@ -89,9 +92,14 @@ impl Store {
     }
 
     pub(crate) fn from_backend(backend: Arc<dyn Backend>, settings: Settings) -> Store {
+        let settings = Arc::new(settings);
         Store {
+            keys: Arc::new(key_usage::KeyRuntime::new(
+                backend.clone(),
+                settings.clone(),
+            )),
             backend,
-            settings: Arc::new(settings),
+            settings,
             cache: None,
             media: Arc::new(MediaState::defaults(
                 crate::backend::MediaStorage::in_memory(),
@@ -102,6 +110,17 @@ impl Store {
     /// The store with these media settings.
     pub(crate) fn with_media(mut self, media: MediaState) -> Store {
         self.media = Arc::new(media);
+        self
+    }
+
+    /// The store with this limiter for API keys' own rate limits.
+    pub(crate) fn with_key_limiter(mut self, limiter: Option<crate::RateLimiter>) -> Store {
+        if let Some(limiter) = limiter {
+            self.keys = Arc::new(key_usage::KeyRuntime {
+                usage: self.keys.usage.clone(),
+                limiter: Some(limiter),
+            });
+        }
         self
     }
 
@@ -196,6 +215,19 @@ impl Store {
     /// `StoreBuilder::redis_url`, feature `redis`).
     pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
         self.cache.as_ref().map(|c| c.snapshot())
+    }
+
+    /// Writes what the store buffers (API key usage counts and
+    /// `last_used` times, see [`ApiKeys::usage`]) to the database now. Call
+    /// it when the service shuts down gracefully; a store dropped with
+    /// something buffered also tries to write it from a task of its own,
+    /// if the runtime is still running.
+    pub async fn shutdown(&self) -> Result<()> {
+        traced(
+            site!("flush_usage", "api_key_usage"),
+            self.keys.usage.flush(),
+        )
+        .await
     }
 
     fn now(&self) -> DateTime<Utc> {

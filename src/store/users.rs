@@ -45,7 +45,13 @@ impl Users<'_> {
         traced(site!("create_with_key", "users"), async {
             let now = s.now();
             let user = new.into_user(new_id(now), now, s.settings.max_payload_bytes)?;
-            let (row, secret) = s.api_keys().new_row(user.id, service, expires_at, now)?;
+            let (row, secret) = s.api_keys().new_row(
+                user.id,
+                service,
+                expires_at,
+                now,
+                crate::model::KeyPolicy::default(),
+            )?;
             let (user, key) = s.backend.create_user_with_key(user, row).await?;
             Ok((user, IssuedKey { key, secret }))
         })

@@ -32,6 +32,7 @@ pub mod analytics;
 pub mod events;
 pub mod keys;
 pub mod outside;
+pub mod policies;
 pub mod users;
 
 use std::collections::HashSet;
@@ -130,6 +131,21 @@ macro_rules! conformance_tests {
                 analytics_input_is_validated,
                 search_events_by_words_ranked_with_pages,
                 search_users_by_email_wallet_and_display_name,
+            }
+            policies {
+                keys_without_a_policy_verify_as_before,
+                a_policy_is_stored_and_read_back,
+                permissions_all_and_any,
+                disable_and_enable,
+                credits_are_spent_and_run_out,
+                credits_refill_daily_and_monthly,
+                rate_limits_refuse_with_retry_after,
+                one_verdict_for_every_rejection,
+                bad_policy_input_writes_nothing,
+                policy_changes_of_unknown_keys_are_not_found,
+                usage_is_counted_per_hour_and_day,
+                last_used_is_written_by_the_flush,
+                rotate_carries_the_policy,
             }
             outside {
                 documents_written_outside_read_back_exactly,
