@@ -370,8 +370,14 @@ async fn a_fill_that_read_before_a_revoke_is_refused() {
         .await
         .unwrap();
     let secret = issued.secret.expose_secret().to_owned();
-    // The first validation caches the hash -> id index entry.
+    // The first validation caches the hash -> id index entry and the record.
     rig.store.api_keys().validate(&secret).await.unwrap();
+    // The record leaves Redis (as when its TTL runs out); the index stays.
+    let _: i64 = ::redis::cmd("DEL")
+        .arg(rig.cache.keys().key(issued.key.id))
+        .query_async(&mut rig.redis)
+        .await
+        .unwrap();
 
     // The second one misses the record, leases it, reads it, and stops.
     let (reached, release) = rig.gated.arm();
@@ -419,9 +425,12 @@ async fn a_key_fill_that_read_before_its_users_deletion_is_refused() {
     let secret = issued.secret.expose_secret().to_owned();
     rig.store.api_keys().validate(&secret).await.unwrap();
     // Forget that the key was cached for its user (as if that set had been
-    // evicted), so the deletion below cannot find the key's lease.
+    // evicted), so the deletion below cannot find the key's lease; and the
+    // record itself (as when its TTL runs out), so the next validation
+    // reads it again.
     let _: i64 = ::redis::cmd("DEL")
         .arg(rig.cache.keys().user_keys(user.id))
+        .arg(rig.cache.keys().key(issued.key.id))
         .query_async(&mut rig.redis)
         .await
         .unwrap();
