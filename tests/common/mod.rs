@@ -13,6 +13,7 @@
 
 pub mod pgbouncer;
 pub mod private_pg;
+pub mod roles;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
