@@ -14,6 +14,7 @@
 pub mod pgbouncer;
 pub mod private_pg;
 pub mod private_redis;
+pub mod roles;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
