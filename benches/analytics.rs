@@ -575,10 +575,12 @@ fn main() {
         .build()
         .unwrap();
     let admin = rt.block_on(raw(&base));
-    rt.block_on(admin.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-    )))
-    .unwrap();
+    // Two statements, two calls: a multi-statement string is one implicit
+    // transaction, where `DROP DATABASE` cannot run.
+    rt.block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .unwrap();
+    rt.block_on(admin.batch_execute(&format!("CREATE DATABASE {name}")))
+        .unwrap();
     let store = rt.block_on(seed(&url, events));
     let client = rt.block_on(raw(&url));
     rt.block_on(plans(&client));
