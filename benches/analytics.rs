@@ -370,10 +370,10 @@ async fn plans(client: &Client) {
              WHERE e.user_id IS NOT NULL AND e.created_at >= $1 AND e.created_at < $2 AND e.event_type = $3 \
              GROUP BY e.user_id), \
              s2 AS (SELECT s.user_id, s.t0, (SELECT min(e.created_at) FROM events e WHERE e.user_id = s.user_id \
-             AND e.event_type = $5 AND e.created_at > s.t AND e.created_at < s.t0 + ($4 * interval '1 microsecond')) AS t \
+             AND e.event_type = $5 AND e.created_at > s.t AND e.created_at < s.t0 + ($4::int8 * interval '1 microsecond')) AS t \
              FROM s1 s WHERE s.t IS NOT NULL), \
              s3 AS (SELECT s.user_id, s.t0, (SELECT min(e.created_at) FROM events e WHERE e.user_id = s.user_id \
-             AND e.event_type = $6 AND e.created_at > s.t AND e.created_at < s.t0 + ($4 * interval '1 microsecond')) AS t \
+             AND e.event_type = $6 AND e.created_at > s.t AND e.created_at < s.t0 + ($4::int8 * interval '1 microsecond')) AS t \
              FROM s2 s WHERE s.t IS NOT NULL) \
              SELECT ARRAY[(SELECT count(*) FROM s1 WHERE t IS NOT NULL), (SELECT count(*) FROM s2 WHERE t IS NOT NULL), \
              (SELECT count(*) FROM s3 WHERE t IS NOT NULL)]::int8[] AS counts"
