@@ -222,6 +222,8 @@ pub enum Field {
     Credits,
     /// An API key's credit refill.
     Refill,
+    /// Who an audited change is recorded as made by.
+    Actor,
 }
 
 impl std::fmt::Display for Field {
@@ -259,6 +261,7 @@ impl std::fmt::Display for Field {
             Field::KeyName => "key name",
             Field::Credits => "credits",
             Field::Refill => "refill",
+            Field::Actor => "actor",
         })
     }
 }
