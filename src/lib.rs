@@ -47,7 +47,8 @@
 // The crate in layers, each pointing only down:
 //
 // - `store` (one facade file per repository: `store/users.rs`,
-//   `store/api_keys.rs`, `store/events.rs`; `store/builder.rs`),
+//   `store/api_keys.rs`, `store/events.rs`, `store/audit.rs`;
+//   `store/builder.rs`),
 //   `session` and `rate_limit`: what callers use.
 // - `postgres`, `memory`, `cache` (a decorator over any backend): the
 //   backends, one module each, implementing the contract below.

@@ -69,11 +69,15 @@ pub(crate) struct MemoryBackend {
 impl MemoryBackend {
     /// An empty store.
     pub(crate) fn new() -> Self {
+        let audit = std::sync::Arc::new(audit::MemoryAudit::default());
         MemoryBackend {
             accounts: RwLock::new(Accounts::default()),
             events: RwLock::new(EventLog::default()),
-            media: Default::default(),
-            audit: Default::default(),
+            media: std::sync::Arc::new(media::MemoryMedia {
+                rows: Default::default(),
+                audit: audit.clone(),
+            }),
+            audit,
         }
     }
 

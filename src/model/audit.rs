@@ -181,6 +181,10 @@ pub enum AuditAction {
     KeyCreditsSet,
     /// `api_key.rate_limits_set`
     KeyRateLimitsSet,
+    /// `media.uploaded`: a media file's upload completed.
+    MediaUploaded,
+    /// `media.deleted`: a complete media file deleted.
+    MediaDeleted,
     /// `audit.purged`: a batch of records older than a cut-off deleted.
     AuditPurged,
     /// `audit.personal_erased`: a user's personal values erased from the
@@ -190,7 +194,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in the order above.
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::UserCreated,
         AuditAction::UserUpdated,
         AuditAction::UserDeleted,
@@ -203,6 +207,8 @@ impl AuditAction {
         AuditAction::KeyDetailsSet,
         AuditAction::KeyCreditsSet,
         AuditAction::KeyRateLimitsSet,
+        AuditAction::MediaUploaded,
+        AuditAction::MediaDeleted,
         AuditAction::AuditPurged,
         AuditAction::PersonalErased,
     ];
@@ -222,6 +228,8 @@ impl AuditAction {
             AuditAction::KeyDetailsSet => "api_key.details_set",
             AuditAction::KeyCreditsSet => "api_key.credits_set",
             AuditAction::KeyRateLimitsSet => "api_key.rate_limits_set",
+            AuditAction::MediaUploaded => "media.uploaded",
+            AuditAction::MediaDeleted => "media.deleted",
             AuditAction::AuditPurged => "audit.purged",
             AuditAction::PersonalErased => "audit.personal_erased",
         }
@@ -234,6 +242,7 @@ impl AuditAction {
             | AuditAction::UserDeleted
             | AuditAction::PersonalErased => AuditEntity::User,
             AuditAction::AuditPurged => AuditEntity::AuditLog,
+            AuditAction::MediaUploaded | AuditAction::MediaDeleted => AuditEntity::Media,
             _ => AuditEntity::ApiKey,
         }
     }
@@ -253,6 +262,8 @@ pub enum AuditEntity {
     User,
     /// `api_key`
     ApiKey,
+    /// `media`: a media file.
+    Media,
     /// `audit_log`: the log itself (purges).
     AuditLog,
 }
@@ -263,6 +274,7 @@ impl AuditEntity {
         match self {
             AuditEntity::User => "user",
             AuditEntity::ApiKey => "api_key",
+            AuditEntity::Media => "media",
             AuditEntity::AuditLog => "audit_log",
         }
     }
@@ -622,6 +634,26 @@ pub(crate) fn key_issued(key: &ApiKey) -> Value {
         "expires_at": key.expires_at,
         "policy": key.policy,
     })
+}
+
+/// `media.uploaded`: the file's owner, type and size; its name (which may
+/// say who the file is about) is personal when it has an owner.
+pub(crate) fn media_uploaded(m: &super::Media) -> (Value, Option<(Uuid, Value)>) {
+    let mut changes = serde_json::json!({
+        "owner_id": m.owner_id,
+        "content_type": m.content_type,
+        "size_bytes": m.size_bytes,
+    });
+    match m.owner_id {
+        Some(owner) => (
+            changes,
+            Some((owner, serde_json::json!({"file_name": m.file_name}))),
+        ),
+        None => {
+            changes["file_name"] = Value::String(m.file_name.clone());
+            (changes, None)
+        }
+    }
 }
 
 /// A key policy setter's new values.

@@ -553,3 +553,63 @@ pub async fn auditing_can_be_switched_off(store: &Store, _clock: &ManualClock) {
             .is_intact()
     );
 }
+
+/// A small PNG (its signature and header chunk, then zeros).
+fn png() -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.resize(256, 0);
+    v
+}
+
+pub async fn media_uploads_and_deletions_are_recorded(store: &Store, _clock: &ManualClock) {
+    let owner = store
+        .users()
+        .create(NewUser::with_email(email("media@example.com")))
+        .await
+        .unwrap();
+    let app = store.acting_as(Actor::service("gallery").unwrap());
+    let data = png();
+    let kept = app
+        .media()
+        .upload_reader(
+            dreamnet_db::NewMedia::for_user(owner.id, "holiday.png"),
+            &data[..],
+        )
+        .await
+        .unwrap();
+    let gone = app
+        .media()
+        .upload_reader(dreamnet_db::NewMedia::system("logo.png"), &data[..])
+        .await
+        .unwrap();
+    app.media().delete(gone.id).await.unwrap();
+    assert_eq!(app.media().delete_owner(owner.id).await.unwrap(), 1);
+
+    let of_kept = all_records(store, &about(AuditEntity::Media, kept.id), 10).await;
+    assert_eq!(actions(&of_kept), ["media.uploaded", "media.deleted"]);
+    let upload = &of_kept[1];
+    assert_eq!(upload.actor, Actor::service("gallery").unwrap());
+    assert_eq!(upload.changes["content_type"], json!("image/png"));
+    assert_eq!(upload.changes["size_bytes"], json!(data.len()));
+    assert_eq!(upload.changes["owner_id"], json!(owner.id));
+    // A user's file name is theirs: kept apart, erasable.
+    assert!(!upload.changes.to_string().contains("holiday"));
+    assert_eq!(
+        upload.personal.as_ref().unwrap()["file_name"],
+        json!("holiday.png")
+    );
+    let of_gone = all_records(store, &about(AuditEntity::Media, gone.id), 10).await;
+    assert_eq!(actions(&of_gone), ["media.uploaded", "media.deleted"]);
+    assert_eq!(of_gone[1].changes["file_name"], json!("logo.png"));
+    store.audit().erase_personal(owner.id).await.unwrap();
+    let upload = &all_records(store, &about(AuditEntity::Media, kept.id), 10).await[1];
+    assert!(upload.personal.is_none());
+    assert!(
+        store
+            .audit()
+            .verify(TimeRange::all())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}

@@ -159,6 +159,10 @@ macro_rules! conformance_tests {
                 erasing_personal_values_keeps_the_chain,
                 auditing_can_be_switched_off
                     (|b: dreamnet_db::StoreBuilder| b.audit(false)),
+                media_uploads_and_deletions_are_recorded
+                    (|b: dreamnet_db::StoreBuilder| {
+                        b.media_storage(dreamnet_db::MediaStorage::in_memory())
+                    }),
             }
             outside {
                 documents_written_outside_read_back_exactly,
