@@ -100,7 +100,10 @@ fn mean_ns(group: &str, name: &str) -> Option<f64> {
     let path = format!("target/criterion/{group}/{name}/new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
+    // The slope where criterion fitted one (what it prints), else the mean.
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
 }
 
 fn main() {

@@ -121,7 +121,6 @@ async fn records_changed_or_deleted_by_hand_are_found() {
         return;
     };
     let store = db.store().await;
-    // Enough users that some chain holds three records or more.
     let mut users = Vec::new();
     for i in 0..24 {
         let u = user(&store, &format!("t{i}")).await;
@@ -244,20 +243,16 @@ async fn the_newest_record_deleted_is_found() {
     assert_eq!((found.shard, found.seq), (s, seq));
 }
 
-/// Finds two users, one in `shard`, one in another.
-async fn users_in_and_out_of(store: &Store, shard_wanted: i16) -> (User, User) {
-    let (mut inside, mut outside) = (None, None);
-    let mut i = 0;
-    while inside.is_none() || outside.is_none() {
+/// Two users whose records go to different chains.
+async fn users_in_two_chains(store: &Store) -> (User, User) {
+    let first = user(store, "c0").await;
+    for i in 1.. {
         let u = user(store, &format!("c{i}")).await;
-        i += 1;
-        if shard(u.id) == shard_wanted {
-            inside.get_or_insert(u);
-        } else {
-            outside.get_or_insert(u);
+        if shard(u.id) != shard(first.id) {
+            return (first, u);
         }
     }
-    (inside.unwrap(), outside.unwrap())
+    unreachable!()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,13 +261,17 @@ async fn writers_about_other_entities_do_not_wait_for_a_busy_chain() {
         return;
     };
     let store = db.store().await;
-    let (inside, outside) = users_in_and_out_of(&store, 3).await;
-    // Another transaction holds chain 3's head, as a slow writer would.
+    let (inside, outside) = users_in_two_chains(&store).await;
+    // Another transaction holds the first user's chain head, as a slow
+    // writer would.
     let mut holder = common::client(&db.url).await;
     let tx = holder.transaction().await.unwrap();
-    tx.batch_execute("SELECT 1 FROM audit_chain_heads WHERE shard = 3 FOR UPDATE")
-        .await
-        .unwrap();
+    tx.batch_execute(&format!(
+        "SELECT 1 FROM audit_chain_heads WHERE shard = {} FOR UPDATE",
+        shard(inside.id)
+    ))
+    .await
+    .unwrap();
 
     // A writer on another chain goes through while it is held.
     tokio::time::timeout(GUARD, store.users().update(outside.id, citizen()))

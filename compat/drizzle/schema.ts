@@ -241,7 +241,7 @@ export const apiKeyUsage = pgTable(
 );
 
 // The audit log of the crate's `Store::audit`: one row per change made through
-// the crate, chained by hashes over 16 chains whose heads are in
+// the crate, chained by hashes over 256 chains whose heads are in
 // `audit_chain_heads`. Services read it; only the crate writes it (INSERT, and
 // DELETE/UPDATE for retention purges and erasure of personal values).
 export const auditChainHeads = pgTable(
@@ -253,7 +253,7 @@ export const auditChainHeads = pgTable(
     prevHash: varchar("prev_hash", { length: 64 }).notNull(),
     purgedSeq: bigint("purged_seq", { mode: "number" }).notNull().default(0),
   },
-  (t) => [check("audit_chain_heads_shard_range", sql`${t.shard} >= 0 AND ${t.shard} < 16`)],
+  (t) => [check("audit_chain_heads_shard_range", sql`${t.shard} >= 0 AND ${t.shard} < 256`)],
 );
 
 export const auditLog = pgTable(

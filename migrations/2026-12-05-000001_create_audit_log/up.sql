@@ -3,7 +3,7 @@
 -- tables: the existing services have none, so nothing of theirs changes, and
 -- creating them takes no lock on any shared table.
 --
--- Records are spread over 16 hash chains (`shard`, by the id of the entity
+-- Records are spread over 256 hash chains (`shard`, by the id of the entity
 -- the record is about). Each record carries its place in its chain (`seq`),
 -- the previous record's hash and its own:
 --   hash = SHA-256(content digest || prev_hash)
@@ -21,7 +21,7 @@
 -- (varchar lengths bound what the crate writes; the tables are the crate's
 -- own and new, so a later change of length would lock only them.)
 -- squawk-ignore-file prefer-bigint-over-smallint
--- (`shard` is 0 to 15.)
+-- (`shard` is 0 to 255.)
 -- squawk-ignore-file require-lock-timeout
 -- squawk-ignore-file require-statement-timeout
 -- (New, empty tables that no other service uses: nothing waits on their
@@ -32,11 +32,11 @@ CREATE TABLE IF NOT EXISTS audit_chain_heads (
     hash varchar(64) NOT NULL,
     prev_hash varchar(64) NOT NULL,
     purged_seq bigint NOT NULL DEFAULT 0,
-    CONSTRAINT audit_chain_heads_shard_range CHECK (shard >= 0 AND shard < 16)
+    CONSTRAINT audit_chain_heads_shard_range CHECK (shard >= 0 AND shard < 256)
 );
 
 INSERT INTO audit_chain_heads (shard, hash, prev_hash)
-SELECT s, repeat('0', 64), repeat('0', 64) FROM generate_series(0, 15) AS s
+SELECT s, repeat('0', 64), repeat('0', 64) FROM generate_series(0, 255) AS s
 ON CONFLICT (shard) DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS audit_log (

@@ -21,9 +21,7 @@ use crate::backend::AuditBackend;
 use crate::backend::audit::{ChainHead, entries};
 use crate::error::{Error, Result};
 use crate::model::audit::{canonical, hex};
-use crate::model::{
-    AUDIT_SHARDS, Actor, AuditAction, AuditEntry, AuditQuery, AuditRecord, Cursor, TimeRange,
-};
+use crate::model::{Actor, AuditAction, AuditEntry, AuditQuery, AuditRecord, Cursor, TimeRange};
 
 type SqlUuid = diesel::sql_types::Uuid;
 
@@ -311,6 +309,12 @@ async fn heads(conn: &mut AsyncPgConnection) -> Result<Vec<ChainHead>> {
 }
 
 #[derive(QueryableByName)]
+struct ShardRow {
+    #[diesel(sql_type = SmallInt)]
+    shard: i16,
+}
+
+#[derive(QueryableByName)]
 struct SeqRow {
     #[diesel(sql_type = BigInt)]
     seq: i64,
@@ -325,7 +329,13 @@ async fn purge(conn: &mut AsyncPgConnection, before: DateTime<Utc>, limit: usize
     conn.transaction(async move |conn| {
         let mut gone = 0u64;
         let mut first_shard = None;
-        for shard in 0..AUDIT_SHARDS {
+        // Only chains that still hold records.
+        let shards: Vec<ShardRow> = diesel::sql_query(
+            "SELECT shard FROM audit_chain_heads WHERE seq > purged_seq ORDER BY shard",
+        )
+        .load(conn)
+        .await?;
+        for ShardRow { shard } in shards {
             let left = limit as u64 - gone;
             if left == 0 {
                 break;
