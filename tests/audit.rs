@@ -340,3 +340,63 @@ async fn no_secret_reaches_the_table() {
         assert!(!text.contains(&plain[4..12]), "not even the display prefix");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_is_recorded_with_its_actor() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    let store = db.store().await;
+    let ada = user(&store, "ada").await;
+    let admin = store.acting_as(Actor::admin("support").unwrap());
+    let sessions = dreamnet_db::Sessions::postgres(&admin).unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let created = sessions
+            .create(dreamnet_db::NewSession::new(Duration::from_secs(3600)).user(ada.id))
+            .await
+            .unwrap();
+        tokens.push(created.id.expose_secret().to_owned());
+    }
+    assert_eq!(sessions.delete_user(ada.id).await.unwrap(), 2);
+    let ended = store
+        .audit()
+        .list(
+            &AuditQuery::new()
+                .entity(AuditEntity::User, ada.id)
+                .action(dreamnet_db::AuditAction::SessionsEnded),
+            10,
+            None,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].actor, Actor::admin("support").unwrap());
+    assert_eq!(ended[0].changes["sessions"], serde_json::json!(2));
+    let text = format!("{ended:?}");
+    for t in &tokens {
+        assert!(!text.contains(t.as_str()));
+    }
+    // Without auditing, nothing is recorded.
+    let quiet = db.store_with(Store::builder().audit(false)).await;
+    dreamnet_db::Sessions::postgres(&quiet)
+        .unwrap()
+        .delete_user(ada.id)
+        .await
+        .unwrap();
+    let all = store
+        .audit()
+        .list(&AuditQuery::new(), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2, "ada's creation and the one log-out");
+    assert!(
+        store
+            .audit()
+            .verify(TimeRange::all())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}

@@ -185,6 +185,9 @@ pub enum AuditAction {
     KeyCreditsSet,
     /// `api_key.rate_limits_set`
     KeyRateLimitsSet,
+    /// `sessions.ended`: every session of a user ended ("log out
+    /// everywhere"), in PostgreSQL sessions.
+    SessionsEnded,
     /// `media.uploaded`: a media file's upload completed.
     MediaUploaded,
     /// `media.deleted`: a complete media file deleted.
@@ -198,7 +201,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in the order above.
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::UserCreated,
         AuditAction::UserUpdated,
         AuditAction::UserDeleted,
@@ -211,6 +214,7 @@ impl AuditAction {
         AuditAction::KeyDetailsSet,
         AuditAction::KeyCreditsSet,
         AuditAction::KeyRateLimitsSet,
+        AuditAction::SessionsEnded,
         AuditAction::MediaUploaded,
         AuditAction::MediaDeleted,
         AuditAction::AuditPurged,
@@ -232,6 +236,7 @@ impl AuditAction {
             AuditAction::KeyDetailsSet => "api_key.details_set",
             AuditAction::KeyCreditsSet => "api_key.credits_set",
             AuditAction::KeyRateLimitsSet => "api_key.rate_limits_set",
+            AuditAction::SessionsEnded => "sessions.ended",
             AuditAction::MediaUploaded => "media.uploaded",
             AuditAction::MediaDeleted => "media.deleted",
             AuditAction::AuditPurged => "audit.purged",
@@ -244,6 +249,7 @@ impl AuditAction {
             AuditAction::UserCreated
             | AuditAction::UserUpdated
             | AuditAction::UserDeleted
+            | AuditAction::SessionsEnded
             | AuditAction::PersonalErased => AuditEntity::User,
             AuditAction::AuditPurged => AuditEntity::AuditLog,
             AuditAction::MediaUploaded | AuditAction::MediaDeleted => AuditEntity::Media,

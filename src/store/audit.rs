@@ -27,7 +27,8 @@ pub const MAX_AUDIT_PURGE_BATCH: usize = 100_000;
 const VERIFY_PAGE: usize = 1_000;
 
 /// The audit log: every change made through the store to users, API keys
-/// and media files, with who made it. Get one from [`Store::audit`].
+/// and media files, and "log out everywhere" on PostgreSQL sessions, with
+/// who made it. Get one from [`Store::audit`].
 #[derive(Debug, Clone, Copy)]
 pub struct Audit<'a> {
     pub(super) store: &'a Store,
