@@ -400,3 +400,55 @@ async fn log_out_everywhere_is_recorded_with_its_actor() {
             .is_intact()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_while_others_write_finds_nothing_wrong() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    let store = db.store().await;
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(user(&store, &format!("w{i}")).await);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = users
+        .into_iter()
+        .map(|u| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store
+                        .users()
+                        .update(
+                            u.id,
+                            UserUpdate::new().merge_metadata(serde_json::json!({"n": n})),
+                        )
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let report = tokio::time::timeout(GUARD, store.audit().verify(TimeRange::all()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.is_intact(), "{report:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        store
+            .audit()
+            .verify(TimeRange::all())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
