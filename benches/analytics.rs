@@ -273,10 +273,14 @@ async fn seed(url: &str, events: usize) -> Store {
     let copied = started.elapsed();
     let started = Instant::now();
     store.migrate().await.expect("build the indexes again");
-    client
-        .batch_execute("VACUUM (ANALYZE) users; VACUUM (ANALYZE) events")
-        .await
-        .unwrap();
+    // One call each: a multi-statement string is one implicit transaction,
+    // where VACUUM cannot run.
+    for table in ["users", "events"] {
+        client
+            .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+            .await
+            .unwrap();
+    }
     println!(
         "seeded {users} users and {events} events: COPY {:.1} s, indexes and ANALYZE {:.1} s",
         copied.as_secs_f64(),
@@ -575,10 +579,12 @@ fn main() {
         .build()
         .unwrap();
     let admin = rt.block_on(raw(&base));
-    rt.block_on(admin.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-    )))
-    .unwrap();
+    // Two statements, two calls: a multi-statement string is one implicit
+    // transaction, where `DROP DATABASE` cannot run.
+    rt.block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .unwrap();
+    rt.block_on(admin.batch_execute(&format!("CREATE DATABASE {name}")))
+        .unwrap();
     let store = rt.block_on(seed(&url, events));
     let client = rt.block_on(raw(&url));
     rt.block_on(plans(&client));

@@ -457,10 +457,14 @@ fn main() {
         .unwrap();
     let admin = rt.block_on(raw(&url));
     rt.block_on(async {
+        // Two calls: a multi-statement string is one implicit transaction,
+        // where `DROP DATABASE` cannot run.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {DB} WITH (FORCE); CREATE DATABASE {DB}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {DB}"))
             .await
             .unwrap();
     });

@@ -90,6 +90,18 @@ pub enum Error {
     /// difference, by name.
     #[error("{0}")]
     Schema(crate::SchemaMismatch),
+    /// The database refused the call because the store's role lacks a
+    /// privilege it needs (SQLSTATE 42501): a write through the read-only
+    /// role, a migration through the application role, a change to an
+    /// append-only table. See [`RoleNames`](crate::RoleNames). The server's
+    /// message (naming the table or schema, never a value) is the
+    /// `source`.
+    #[error("permission denied: the database role lacks a privilege this call needs")]
+    PermissionDenied {
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
     /// Any other error the database reported.
     #[error("database error")]
     Database {
@@ -224,6 +236,8 @@ pub enum Field {
     Refill,
     /// Who an audited change is recorded as made by.
     Actor,
+    /// A database role's name ([`RoleNames`](crate::RoleNames)).
+    Role,
 }
 
 impl std::fmt::Display for Field {
@@ -262,6 +276,7 @@ impl std::fmt::Display for Field {
             Field::Credits => "credits",
             Field::Refill => "refill",
             Field::Actor => "actor",
+            Field::Role => "role",
         })
     }
 }

@@ -87,6 +87,16 @@ pub use cache::{DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Backend, BoxError, Entity, Error, Field, KeyRejection, Result};
 pub use model::{
+    APPEND_ONLY_TABLES, ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES,
+    DEFAULT_MAX_MEDIA_BYTES, Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange,
+    KEY_PREFIX, KeyCheck, KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict,
+    MAX_EMAIL_LEN, MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_KEY_METADATA_BYTES, MAX_KEY_NAME_LEN,
+    MAX_KEY_RATE_LIMITS, MAX_PAGE_SIZE, MAX_PERMISSION_LEN, MAX_PERMISSIONS, MAX_PRESENTED_KEY_LEN,
+    MAX_RATE_LIMIT_NAME_LEN, MAX_SERVICE_LEN, Media, NewEvent, NewMedia, NewUser, Page,
+    PassportTier, Refill, RefillInterval, RoleNames, TimeBucket, TimeRange, User, UserUpdate,
+    WalletAddress, earliest_timestamp,
+};
+pub use model::{
     AUDIT_SHARDS, Actor, AuditAction, AuditBreak, AuditBreakReason, AuditEntity, AuditQuery,
     AuditRecord, AuditVerification, MAX_ACTOR_LEN,
 };
@@ -95,16 +105,6 @@ pub use model::{
     MAX_COHORTS, MAX_FUNNEL_STEPS, MAX_FUNNEL_WINDOW, MAX_PAYLOAD_KEY_LEN, MAX_SEARCH_LEN,
     MAX_SEARCH_WORDS, MAX_TOP, MIN_USER_SEARCH_LEN, Period, Retention, SearchCursor, SearchHit,
     SearchOrder, SearchPage, TypeCount, ValueCount,
-};
-pub use model::{
-    ApiKey, ApiKeySecret, BucketCount, Cursor, DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES,
-    Email, Event, EventFilter, EventType, IssuedKey, Json, JsonChange, KEY_PREFIX, KeyCheck,
-    KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict, MAX_EMAIL_LEN,
-    MAX_FILE_NAME_BYTES, MAX_JSON_DEPTH, MAX_KEY_METADATA_BYTES, MAX_KEY_NAME_LEN,
-    MAX_KEY_RATE_LIMITS, MAX_PAGE_SIZE, MAX_PERMISSION_LEN, MAX_PERMISSIONS, MAX_PRESENTED_KEY_LEN,
-    MAX_RATE_LIMIT_NAME_LEN, MAX_SERVICE_LEN, Media, NewEvent, NewMedia, NewUser, Page,
-    PassportTier, Refill, RefillInterval, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
-    earliest_timestamp,
 };
 pub use object_store;
 pub use postgres::{

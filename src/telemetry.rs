@@ -179,6 +179,7 @@ pub const OPERATIONS: &[&str] = &[
     // the store
     "migrate",
     "verify_schema",
+    "grant_roles",
     "health",
     // sessions
     "load",
@@ -222,6 +223,7 @@ pub const OUTCOMES: &[&str] = &[
     "database_error",
     "upload_interrupted",
     "schema",
+    "permission_denied",
 ];
 
 /// The `state` values of [`POOL_CONNECTIONS`].
@@ -468,7 +470,7 @@ const fn label(key: &'static str, set: &'static [&'static str], value: &'static 
 
 // ---- calls ----
 
-const N_OUTCOMES: usize = 11;
+const N_OUTCOMES: usize = 12;
 const _: () = assert!(OUTCOMES.len() == N_OUTCOMES);
 
 /// The labels of one call site, one set per outcome.
@@ -496,6 +498,7 @@ pub(crate) const fn call_labels(op: &'static str, table: &'static str) -> CallLa
         one(op, table, 8),
         one(op, table, 9),
         one(op, table, 10),
+        one(op, table, 11),
     ]
 }
 
@@ -528,6 +531,7 @@ impl Site {
                 Key::from_static_parts(name, &l[8]),
                 Key::from_static_parts(name, &l[9]),
                 Key::from_static_parts(name, &l[10]),
+                Key::from_static_parts(name, &l[11]),
             ]
         }
         Site {
@@ -600,6 +604,7 @@ fn error_kind(e: &Error) -> usize {
         Error::Database { .. } => 8,
         Error::UploadInterrupted { .. } => 9,
         Error::Schema(_) => 10,
+        Error::PermissionDenied { .. } => 11,
     }
 }
 

@@ -14,11 +14,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
+use common::private_redis::PrivateRedis;
 use dreamnet_db::{
     CacheStats, Error, KeyRejection, NewUser, PassportTier, Store, StoreBuilder, UserUpdate,
 };
@@ -441,95 +440,4 @@ async fn a_frozen_channel_empties_the_tier() {
     })
     .await;
     warm_key(&b, &secret).await;
-}
-
-// ---- a private Redis ----
-
-/// A `redis-server` of this test's own, on a spare port, persisting every
-/// write so that what it held survives a kill and restart.
-struct PrivateRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Option<PrivateRedis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return common::unavailable(
-                "redis-server",
-                "install Redis (redis-server on PATH) to run it",
-                "not on PATH",
-            );
-        }
-        let dir = std::env::temp_dir().join(format!("dreamnet-redis-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = PrivateRedis {
-            port: common::free_port(),
-            dir,
-            child: None,
-        };
-        redis.spawn().await;
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        let start = Instant::now();
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server listens"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

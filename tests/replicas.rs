@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::private_pg::{PrivatePg, StopMode};
 use dreamnet_db::telemetry;
 use dreamnet_db::{
-    Event, EventFilter, EventType, NewEvent, NewUser, PoolState, ReplicaStatus, Store, TimeBucket,
-    TimeRange,
+    Event, EventFilter, EventSearch, EventType, NewEvent, NewUser, Period, PoolState,
+    ReplicaStatus, Store, TimeBucket, TimeRange,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::json;
@@ -323,6 +323,58 @@ async fn routed_reads_reach_the_replica_and_a_store_reads_its_own_writes() {
         value(telemetry::REPLICA_LAG, &[("replica", "0")]),
         Some(DebugValue::Gauge(v)) if v.into_inner() < 3600.0
     ));
+}
+
+/// Analytics and search are routed reads too: each question reaches the
+/// replica, and with its replay paused it answers without another
+/// service's newer event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_and_search_reach_the_replica() {
+    let Some(pair) = Pair::new().await else {
+        return;
+    };
+    let store = pair.store(Duration::from_secs(3600)).await;
+    let writer = pair.writer().await;
+    until_status(&store, ReplicaStatus::Usable).await;
+    let user = writer
+        .users()
+        .create(NewUser::with_email("grace@example.com".parse().unwrap()))
+        .await
+        .unwrap();
+    let first = writer
+        .events()
+        .record(NewEvent::new(kind(), json!({"note": "replicated words"})).user(user.id))
+        .await
+        .unwrap();
+    pair.caught_up().await;
+    pair.replica_sql("SELECT pg_wal_replay_pause()").await;
+    writer
+        .events()
+        .record(NewEvent::new(kind(), json!({"note": "unreplicated words"})).user(user.id))
+        .await
+        .unwrap();
+
+    let range = TimeRange::between(
+        first.created_at - chrono::Duration::hours(1),
+        first.created_at + chrono::Duration::hours(1),
+    );
+    let a = store.analytics();
+    let top = a.top_event_types(range, 5).await.unwrap();
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].count, 1, "{top:?}");
+    let active = a.active_users(Period::Day, range, None).await.unwrap();
+    assert_eq!(active.iter().map(|b| b.users).max(), Some(1), "{active:?}");
+    let hits = a
+        .search_events(&EventSearch::new("words"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(hits.items.len(), 1);
+    assert_eq!(hits.items[0].event.id, first.id);
+    let found = a.search_users("grace", 10, None).await.unwrap();
+    assert_eq!(found.items.len(), 1);
+    let s = state(&store);
+    assert_eq!((s.replicas[0].reads, s.primary_reads), (4, 0), "{s:?}");
+    pair.replica_sql("SELECT pg_wal_replay_resume()").await;
 }
 
 /// Replay paused while another service writes: once the measured lag

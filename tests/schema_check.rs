@@ -203,8 +203,6 @@ async fn connecting_to_a_damaged_database_logs_an_error_naming_the_damage() {
 }
 
 #[tokio::test]
-#[ignore = "flaky since the replica/PgBouncer/key-policy merge: about 1 run in 6 the warning is not \
-            captured (empty log); run with --ignored while the cause is found"]
 async fn connecting_before_migrating_warns_of_pending_migrations() {
     let Some(db) = common::pg_db().await else {
         return;

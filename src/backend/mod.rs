@@ -224,6 +224,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Grants `roles` their privileges on the database's tables
+    /// ([`RoleNames::grant_sql`](crate::RoleNames::grant_sql)). `Ok` for
+    /// backends without a database.
+    async fn grant_roles(&self, roles: &crate::model::RoleNames) -> Result<()> {
+        let _ = roles;
+        Ok(())
+    }
+
     /// `Ok` if the backend can serve requests now.
     async fn health(&self) -> Result<()>;
 

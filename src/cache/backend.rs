@@ -528,6 +528,10 @@ impl Backend for CachedBackend {
         self.inner.verify_schema().await
     }
 
+    async fn grant_roles(&self, roles: &crate::model::RoleNames) -> Result<()> {
+        self.inner.grant_roles(roles).await
+    }
+
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }

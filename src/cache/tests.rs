@@ -243,6 +243,9 @@ impl Backend for Gated {
     async fn migrate(&self) -> Result<Vec<String>> {
         self.inner.migrate().await
     }
+    async fn grant_roles(&self, roles: &crate::model::RoleNames) -> Result<()> {
+        self.inner.grant_roles(roles).await
+    }
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }

@@ -9,6 +9,7 @@ pub(crate) mod json;
 mod key_policy;
 mod media;
 mod page;
+mod roles;
 mod session;
 mod time;
 mod user;
@@ -46,6 +47,7 @@ pub use media::{
 pub(crate) use media::{MediaFacts, MediaRow, SNIFF_BYTES, sniff};
 pub use page::{Cursor, MAX_PAGE_SIZE, Page};
 pub(crate) use page::{check_page, page_from};
+pub use roles::{APPEND_ONLY_TABLES, RoleNames};
 pub use session::Session;
 pub(crate) use time::check_timestamp;
 pub use time::earliest_timestamp;

@@ -444,15 +444,15 @@ impl AnalyticsBackend for PgBackend {
         range: TimeRange,
         event_type: Option<&EventType>,
     ) -> Result<Vec<ActiveUsers>> {
-        on_conn!(self, active_users, period, range, event_type)
+        on_replica!(self, active_users, period, range, event_type)
     }
 
     async fn funnel(&self, f: &Funnel) -> Result<Vec<u64>> {
-        on_conn!(self, funnel, f)
+        on_replica!(self, funnel, f)
     }
 
     async fn retention(&self, r: &Retention) -> Result<Vec<RetentionCell>> {
-        on_conn!(self, retention, r)
+        on_replica!(self, retention, r)
     }
 
     async fn breakdown(
@@ -462,11 +462,11 @@ impl AnalyticsBackend for PgBackend {
         event_type: Option<&EventType>,
         top: usize,
     ) -> Result<Breakdown> {
-        on_conn!(self, breakdown, key, range, event_type, top)
+        on_replica!(self, breakdown, key, range, event_type, top)
     }
 
     async fn top_event_types(&self, range: TimeRange, top: usize) -> Result<Vec<TypeCount>> {
-        on_conn!(self, top_event_types, range, top)
+        on_replica!(self, top_event_types, range, top)
     }
 
     async fn search_events(
@@ -476,7 +476,7 @@ impl AnalyticsBackend for PgBackend {
         after: Option<SearchCursor>,
         limit: usize,
     ) -> Result<Vec<SearchHit>> {
-        on_conn!(self, search_events, words, search, after, limit)
+        on_replica!(self, search_events, words, search, after, limit)
     }
 
     async fn search_users(
@@ -485,6 +485,6 @@ impl AnalyticsBackend for PgBackend {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<User>> {
-        on_conn!(self, search_users, text, after, limit)
+        on_replica!(self, search_users, text, after, limit)
     }
 }

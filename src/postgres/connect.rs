@@ -32,6 +32,8 @@ pub(crate) struct PgOptions {
     /// Read replicas: see `replicas.rs`.
     pub(crate) replicas: super::replicas::ReplicaOptions,
     pub(crate) migration_url: Option<secrecy::SecretString>,
+    /// Roles granted their privileges after every migration run.
+    pub(crate) grant_roles: Option<crate::model::RoleNames>,
 }
 
 impl Default for PgOptions {
@@ -47,6 +49,7 @@ impl Default for PgOptions {
             statement_cache: true,
             replicas: Default::default(),
             migration_url: None,
+            grant_roles: None,
         }
     }
 }
@@ -70,6 +73,7 @@ impl fmt::Debug for PgOptions {
                 "migration_url",
                 &self.migration_url.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("grant_roles", &self.grant_roles)
             .finish()
     }
 }

@@ -3,7 +3,7 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
-use crate::error::{Backend, Entity, Error, Field};
+use crate::error::{Backend, BoxError, Entity, Error, Field};
 
 /// Unique constraints and indexes on a user's email: drizzle-kit's name
 /// (what the migrations create), PostgreSQL's default name (what a
@@ -69,6 +69,11 @@ pub(super) fn classify(e: DieselError, user: Option<Uuid>) -> Error {
                 }
                 DatabaseErrorKind::ClosedConnection => return unavailable(e),
                 _ if is_connection_loss(info.message()) => return unavailable(e),
+                DatabaseErrorKind::Unknown if is_permission_denial(info.message()) => {
+                    return Error::PermissionDenied {
+                        source: Box::new(e),
+                    };
+                }
                 _ => {}
             }
         }
@@ -86,6 +91,43 @@ fn is_connection_loss(message: &str) -> bool {
     message.starts_with("terminating connection")
         || message.starts_with("the database system is")
         || message.contains("connection closed")
+}
+
+/// Messages PostgreSQL sends with SQLSTATE 42501 (insufficient_privilege):
+/// a missing privilege on a table, schema, sequence or function, DDL on an
+/// object the role does not own, an action reserved to superusers or to a
+/// role's members. diesel-async keeps no SQLSTATE for these (its kind is
+/// `Unknown`), so the message is read, in the server's English (the default
+/// `lc_messages`; on a server set to another language they stay
+/// [`Error::Database`]).
+fn is_permission_denial(message: &str) -> bool {
+    [
+        "permission denied",
+        "must be owner of",
+        "must be superuser",
+        "must be member of role",
+    ]
+    .iter()
+    .any(|m| message.starts_with(m))
+}
+
+/// A boxed error from diesel's migration harness (or any boxed error of a
+/// statement) as an [`Error`]: a diesel error is classified as above; the
+/// harness's own error keeps only the server's message in its text
+/// (`Failed to run <migration> with: <message>`), so a refusal for want of
+/// a privilege is found there. [`Error::Database`] otherwise.
+pub(super) fn boxed(e: BoxError) -> Error {
+    let e = match e.downcast::<DieselError>() {
+        Ok(diesel) => return classify(*diesel, None),
+        Err(e) => e,
+    };
+    let shown = e.to_string();
+    let message = shown.split_once(" with: ").map_or(shown.as_str(), |m| m.1);
+    if is_permission_denial(message) {
+        Error::PermissionDenied { source: e }
+    } else {
+        Error::Database { source: e }
+    }
 }
 
 fn unavailable(e: DieselError) -> Error {
@@ -160,6 +202,77 @@ mod tests {
         fn statement_position(&self) -> Option<i32> {
             None
         }
+    }
+
+    /// What PostgreSQL reports with SQLSTATE 42501, or anything else with
+    /// an unknown kind.
+    struct Refusal(&'static str);
+
+    impl diesel::result::DatabaseErrorInformation for Refusal {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn refused(message: &'static str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(Refusal(message)))
+    }
+
+    #[test]
+    fn insufficient_privilege_is_permission_denied() {
+        for message in [
+            "permission denied for table users",
+            "permission denied for schema public",
+            "permission denied for function dreamnet_spend_key_credits",
+            "must be owner of table users",
+            "must be superuser to create an event trigger",
+        ] {
+            let e = Error::from(refused(message));
+            assert!(
+                matches!(e, Error::PermissionDenied { .. }),
+                "{message}: {e:?}"
+            );
+            // Through the migration harness: as its error of one migration,
+            // or as the bare error of its bookkeeping.
+            let wrapped: BoxError =
+                format!("Failed to run 2026-11-25-000001_create_core_tables with: {message}")
+                    .into();
+            assert!(matches!(boxed(wrapped), Error::PermissionDenied { .. }));
+            let bare: BoxError = Box::new(refused(message));
+            assert!(matches!(boxed(bare), Error::PermissionDenied { .. }));
+        }
+        for message in [
+            "syntax error at or near \"x\"",
+            "relation \"x\" does not exist",
+        ] {
+            assert!(matches!(
+                Error::from(refused(message)),
+                Error::Database { .. }
+            ));
+            let bare: BoxError = Box::new(refused(message));
+            assert!(matches!(boxed(bare), Error::Database { .. }));
+        }
+        let other: BoxError =
+            "Failed to run x with: canceling statement due to lock timeout".into();
+        assert!(matches!(boxed(other), Error::Database { .. }));
     }
 
     fn violated(kind: DatabaseErrorKind, constraint: &'static str) -> Error {

@@ -48,8 +48,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::connect::ConnectSpec;
-use super::verify;
+use super::{errors, verify};
 use crate::error::{Backend as Service, BoxError, Error, Result};
+use crate::model::RoleNames;
 
 /// The crate's schema migrations, embedded at build time, for services that
 /// run them with their own tooling (each runs with diesel's stock harness;
@@ -75,7 +76,13 @@ type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
 /// the result; returns the versions applied. `pooled`: the connection goes
 /// through a pooler that shares server connections, so no session state
 /// may be set.
-pub(super) async fn run(spec: &ConnectSpec, pooled: bool) -> Result<Vec<String>> {
+/// With `grants`, the roles are granted their privileges on what the
+/// migrations created before the next instance may migrate.
+pub(super) async fn run(
+    spec: &ConnectSpec,
+    pooled: bool,
+    grants: Option<&RoleNames>,
+) -> Result<Vec<String>> {
     let unavailable = |e| Error::Unavailable {
         backend: Service::Postgres,
         source: Box::new(e),
@@ -95,6 +102,9 @@ pub(super) async fn run(spec: &ConnectSpec, pooled: bool) -> Result<Vec<String>>
     }
     let (conn, applied) = apply_pending(conn).await?;
     let mut conn = rebuild_missing_indexes(conn).await?;
+    if let Some(roles) = grants {
+        super::roles::grant(&mut conn, roles).await?;
+    }
     let problems = in_transaction(&mut conn).await;
     turn.release().await;
     verify::into_result(problems?)?;
@@ -185,7 +195,7 @@ fn apply_pass(conn: &mut Wrapper) -> Pass {
         failed: None,
     };
     use diesel::Connection as _;
-    let pending = match conn.transaction(|c| c.pending_migrations(MIGRATIONS)) {
+    let pending = match conn.transaction(pending_migrations) {
         Ok(p) => p,
         Err(e) => {
             pass.failed = Some(("(reading applied migrations)".to_owned(), e));
@@ -217,6 +227,52 @@ fn apply_pass(conn: &mut Wrapper) -> Pass {
         }
     }
     pass
+}
+
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+#[derive(QueryableByName)]
+struct Present {
+    #[diesel(sql_type = Bool)]
+    present: bool,
+}
+
+/// The migrations not yet applied, in order. Once
+/// `__diesel_schema_migrations` exists this only reads it (diesel's
+/// harness would first run `CREATE TABLE IF NOT EXISTS`, which a role
+/// without the schema's `CREATE` privilege may not), so a role that may
+/// not migrate finds out that nothing is pending, and is refused only when
+/// something is.
+fn pending_migrations(
+    conn: &mut Wrapper,
+) -> std::result::Result<Vec<Box<dyn Migration<Pg>>>, BoxError> {
+    let present = diesel::RunQueryDsl::get_result::<Present>(
+        diesel::sql_query(
+            "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS present",
+        ),
+        conn,
+    )?
+    .present;
+    if !present {
+        return conn.pending_migrations(MIGRATIONS);
+    }
+    let applied: Vec<String> = diesel::RunQueryDsl::load::<Applied>(
+        diesel::sql_query("SELECT version::text AS version FROM __diesel_schema_migrations"),
+        conn,
+    )?
+    .into_iter()
+    .map(|a| a.version)
+    .collect();
+    let mut pending: Vec<Box<dyn Migration<Pg>>> = MigrationSource::<Pg>::migrations(&MIGRATIONS)?
+        .into_iter()
+        .filter(|m| !applied.contains(&m.name().version().to_string()))
+        .collect();
+    pending.sort_by_key(|m| m.name().version().to_string());
+    Ok(pending)
 }
 
 /// Runs a migration that cannot run in a transaction (as diesel's harness
@@ -279,7 +335,7 @@ async fn apply_pending(mut conn: AsyncPgConnection) -> Result<(AsyncPgConnection
             }
             Some((name, e)) => {
                 tracing::error!(target: "dreamnet_db", migration = %name, "migration failed");
-                return Err(Error::Database { source: e });
+                return Err(errors::boxed(e));
             }
         }
     }
@@ -382,7 +438,7 @@ async fn rebuild_missing_indexes(mut conn: AsyncPgConnection) -> Result<AsyncPgC
         })
         .await?;
         conn = back;
-        built.map_err(|source| Error::Database { source })?;
+        built.map_err(errors::boxed)?;
     }
     Ok(conn)
 }

@@ -127,6 +127,7 @@ mod media;
 mod migrate;
 mod pooler;
 mod replicas;
+mod roles;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
@@ -203,6 +204,8 @@ pub(crate) struct PgBackend {
     pooled: bool,
     /// Where migrations connect, if not through `spec`.
     migration_spec: Option<ConnectSpec>,
+    /// Roles granted their privileges after every migration run.
+    grant_roles: Option<crate::model::RoleNames>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -279,6 +282,7 @@ impl PgBackend {
             pinned: !b.statement_cache,
             pooled: pooling.shared(),
             migration_spec,
+            grant_roles: b.grant_roles.clone(),
         })
     }
 
@@ -602,10 +606,15 @@ impl Backend for PgBackend {
     /// the pool's, TLS included), with the retries and repairs of
     /// `migrate.rs`, then checks the schema.
     async fn migrate(&self) -> Result<Vec<String>> {
+        let grants = self.grant_roles.as_ref();
         match &self.migration_spec {
-            Some(direct) => migrate::run(direct, false).await,
-            None => migrate::run(&self.spec, self.pooled).await,
+            Some(direct) => migrate::run(direct, false, grants).await,
+            None => migrate::run(&self.spec, self.pooled, grants).await,
         }
+    }
+
+    async fn grant_roles(&self, roles: &crate::model::RoleNames) -> Result<()> {
+        on_conn!(self, roles::grant, roles)
     }
 
     async fn verify_schema(&self) -> Result<()> {

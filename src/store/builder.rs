@@ -15,7 +15,7 @@ use crate::backend::{
 use crate::cache::CacheSettings;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::Result;
-use crate::model::{DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES};
+use crate::model::{DEFAULT_ALLOWED_TYPES, DEFAULT_MAX_MEDIA_BYTES, RoleNames};
 use crate::postgres::PgOptions;
 
 /// Builds a [`Store`]. Every knob has the platform's default.
@@ -244,6 +244,18 @@ impl StoreBuilder {
     /// shown in `Debug` output, logs or errors.
     pub fn migration_url(mut self, url: impl Into<String>) -> Self {
         self.pg.migration_url = Some(SecretString::from(url.into()));
+        self
+    }
+
+    /// After every migration run ([`run_migrations(true)`](Self::run_migrations)
+    /// or [`Store::migrate`]), grants the application and read-only roles
+    /// of `roles` their privileges on the tables, sequences and functions
+    /// the owner owns ([`RoleNames::grant_sql`], on the migrating
+    /// connection, before the next instance may migrate), so that a table
+    /// a new migration created is theirs before any service uses it. Give
+    /// it to the owner's store only. Default: no grants.
+    pub fn grant_roles(mut self, roles: RoleNames) -> Self {
+        self.pg.grant_roles = Some(roles);
         self
     }
 

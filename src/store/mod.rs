@@ -32,6 +32,7 @@ pub use self::media::{
 pub use self::users::Users;
 use crate::backend::{Backend, PoolState, Settings};
 use crate::error::{Entity, Error, Result};
+use crate::model::RoleNames;
 use crate::telemetry::{site, traced};
 
 /// DreamNet's data store: users, API keys and events.
@@ -223,6 +224,20 @@ impl Store {
             self.backend.migrate(),
         )
         .await
+    }
+
+    /// Grants the application and read-only roles of `roles` their
+    /// privileges on every table, sequence and function the owner owns in
+    /// the store's schema, over one connection of the pool, now: runs
+    /// [`RoleNames::grant_sql`]. The store must be connected as the owner
+    /// (or a superuser); any other role is refused with
+    /// [`Error::PermissionDenied`]. [`StoreBuilder::grant_roles`] does the
+    /// same at the end of every [`migrate`](Store::migrate). Does nothing
+    /// for the in-memory backend.
+    ///
+    /// [`StoreBuilder::grant_roles`]: crate::StoreBuilder::grant_roles
+    pub async fn grant_roles(&self, roles: &RoleNames) -> Result<()> {
+        traced(site!("grant_roles", "-"), self.backend.grant_roles(roles)).await
     }
 
     /// Checks that the database has the schema the crate's migrations

@@ -13,6 +13,8 @@
 
 pub mod pgbouncer;
 pub mod private_pg;
+pub mod private_redis;
+pub mod roles;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -108,6 +110,15 @@ impl Captured {
     /// Starts capturing this thread's logs: every level, span closings
     /// (with their fields), no colours.
     pub fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+        // tracing caches each call site's interest. While at most one
+        // dispatcher is registered it asks only the *calling thread's*
+        // default, so another test thread reaching a call site first,
+        // while this thread's subscriber is the only one, caches "never"
+        // and this thread's events from that site are lost. A second
+        // dispatcher that lives as long as the process makes tracing ask
+        // every registered dispatcher instead.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(captured.clone())

@@ -28,6 +28,14 @@ async fn all_records(store: &Store, query: &AuditQuery, page: usize) -> Vec<Audi
     }
 }
 
+/// Whether `result` is the refusal a store gets where its database role
+/// may only read and append to `audit_log` (the application role of a
+/// least-privilege deployment): purges and erasures are then the owner's
+/// to run. The caller checks that nothing changed.
+fn lacks_privilege<T: std::fmt::Debug>(result: &dreamnet_db::Result<T>) -> bool {
+    matches!(result, Err(dreamnet_db::Error::PermissionDenied { .. }))
+}
+
 fn actions(records: &[AuditRecord]) -> Vec<&str> {
     records.iter().rev().map(|r| r.action.as_str()).collect()
 }
@@ -422,8 +430,20 @@ pub async fn verify_passes_and_purges_keep_chains_checkable(store: &Store, clock
             progress.push(n);
             std::ops::ControlFlow::Continue(())
         })
-        .await
-        .unwrap();
+        .await;
+    if lacks_privilege(&purged) {
+        assert_eq!(all_records(store, &AuditQuery::new(), 100).await.len(), 25);
+        assert!(
+            store
+                .audit()
+                .verify(TimeRange::all())
+                .await
+                .unwrap()
+                .is_intact()
+        );
+        return;
+    }
+    let purged = purged.unwrap();
     assert_eq!(purged, 20);
     assert!(progress.len() >= 7, "batches of three: {progress:?}");
     let left = all_records(store, &AuditQuery::new(), 100).await;
@@ -495,7 +515,13 @@ pub async fn erasing_personal_values_keeps_the_chain(store: &Store, _clock: &Man
         .unwrap();
     store.users().delete(user.id).await.unwrap();
     let admin = store.acting_as(Actor::admin("dpo").unwrap());
-    assert_eq!(admin.audit().erase_personal(user.id).await.unwrap(), 2);
+    let before = all_records(store, &AuditQuery::new(), 100).await;
+    let erased = admin.audit().erase_personal(user.id).await;
+    if lacks_privilege(&erased) {
+        assert_eq!(all_records(store, &AuditQuery::new(), 100).await, before);
+        return;
+    }
+    assert_eq!(erased.unwrap(), 2);
 
     let records = all_records(store, &AuditQuery::new(), 100).await;
     for r in &records {
@@ -601,9 +627,12 @@ pub async fn media_uploads_and_deletions_are_recorded(store: &Store, _clock: &Ma
     let of_gone = all_records(store, &about(AuditEntity::Media, gone.id), 10).await;
     assert_eq!(actions(&of_gone), ["media.uploaded", "media.deleted"]);
     assert_eq!(of_gone[1].changes["file_name"], json!("logo.png"));
-    store.audit().erase_personal(owner.id).await.unwrap();
-    let upload = &all_records(store, &about(AuditEntity::Media, kept.id), 10).await[1];
-    assert!(upload.personal.is_none());
+    let erased = store.audit().erase_personal(owner.id).await;
+    if !lacks_privilege(&erased) {
+        erased.unwrap();
+        let upload = &all_records(store, &about(AuditEntity::Media, kept.id), 10).await[1];
+        assert!(upload.personal.is_none());
+    }
     assert!(
         store
             .audit()
