@@ -234,6 +234,8 @@ pub enum Field {
     Credits,
     /// An API key's credit refill.
     Refill,
+    /// Who an audited change is recorded as made by.
+    Actor,
     /// A database role's name ([`RoleNames`](crate::RoleNames)).
     Role,
 }
@@ -273,6 +275,7 @@ impl std::fmt::Display for Field {
             Field::KeyName => "key name",
             Field::Credits => "credits",
             Field::Refill => "refill",
+            Field::Actor => "actor",
             Field::Role => "role",
         })
     }

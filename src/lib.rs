@@ -47,7 +47,8 @@
 // The crate in layers, each pointing only down:
 //
 // - `store` (one facade file per repository: `store/users.rs`,
-//   `store/api_keys.rs`, `store/events.rs`; `store/builder.rs`),
+//   `store/api_keys.rs`, `store/events.rs`, `store/audit.rs`;
+//   `store/builder.rs`),
 //   `session` and `rate_limit`: what callers use.
 // - `postgres`, `memory`, `cache` (a decorator over any backend): the
 //   backends, one module each, implementing the contract below.
@@ -96,6 +97,10 @@ pub use model::{
     WalletAddress, earliest_timestamp,
 };
 pub use model::{
+    AUDIT_SHARDS, Actor, AuditAction, AuditBreak, AuditBreakReason, AuditEntity, AuditQuery,
+    AuditRecord, AuditVerification, MAX_ACTOR_LEN,
+};
+pub use model::{
     ActiveUsers, Breakdown, Cohort, EventSearch, Funnel, FunnelStep, MAX_ACTIVITY_BUCKETS,
     MAX_COHORTS, MAX_FUNNEL_STEPS, MAX_FUNNEL_WINDOW, MAX_PAYLOAD_KEY_LEN, MAX_SEARCH_LEN,
     MAX_SEARCH_WORDS, MAX_TOP, MIN_USER_SEARCH_LEN, Period, Retention, SearchCursor, SearchHit,
@@ -118,9 +123,10 @@ pub use session::{
     Sessions,
 };
 pub use store::{
-    Analytics, ApiKeys, DEFAULT_MEDIA_PART_BYTES, DEFAULT_PURGE_BATCH, Events, MAX_BUFFERED_USAGE,
-    MAX_PURGE_BATCH, MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store,
-    StoreBuilder, SweepReport, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY, Users,
+    Analytics, ApiKeys, Audit, AuditPurge, DEFAULT_AUDIT_PURGE_BATCH, DEFAULT_MEDIA_PART_BYTES,
+    DEFAULT_PURGE_BATCH, Events, MAX_AUDIT_PURGE_BATCH, MAX_BUFFERED_USAGE, MAX_PURGE_BATCH,
+    MAX_SIGNED_URL_TTL, MediaDownload, MediaFiles, Purge, PurgeReport, Store, StoreBuilder,
+    SweepReport, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY, Users,
 };
 
 /// The README's examples, compiled as doc tests so they stay true.

@@ -174,6 +174,8 @@ pub const OPERATIONS: &[&str] = &[
     "search_events",
     "search_users",
     "purge_before",
+    // audit_log
+    "erase_personal",
     // the store
     "migrate",
     "verify_schema",
@@ -202,6 +204,7 @@ pub const TABLES: &[&str] = &[
     "events",
     "sessions",
     "media",
+    "audit_log",
     "__diesel_schema_migrations",
     "-",
 ];

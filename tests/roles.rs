@@ -218,11 +218,13 @@ async fn the_audit_log_is_append_only_for_the_app() {
         return;
     };
     // A later migration of the owner's adds the audit log and a table of
-    // chain heads (stand-ins for the audit migration's).
+    // chain heads: small stand-ins replace the audit migration's, so that
+    // the tables are created after the grants, as a later migration's are.
     let owner = common::client(&roles.owner_url(&db)).await;
     owner
         .batch_execute(
-            "CREATE TABLE audit_log (id bigserial PRIMARY KEY, action text NOT NULL, \
+            "DROP TABLE audit_log, audit_chain_heads; \
+             CREATE TABLE audit_log (id bigserial PRIMARY KEY, action text NOT NULL, \
                  at timestamptz NOT NULL DEFAULT now()); \
              CREATE TABLE audit_chain_heads (chain text PRIMARY KEY, head bigint NOT NULL)",
         )

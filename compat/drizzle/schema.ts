@@ -20,6 +20,7 @@ import {
   jsonb,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   unique,
@@ -236,6 +237,52 @@ export const apiKeyUsage = pgTable(
       foreignColumns: [apiKeys.id],
     }).onDelete("cascade"),
     check("api_key_usage_count_positive", sql`${t.count} > 0`),
+  ],
+);
+
+// The audit log of the crate's `Store::audit`: one row per change made through
+// the crate, chained by hashes over 256 chains whose heads are in
+// `audit_chain_heads`. Services read it; only the crate writes it (INSERT, and
+// DELETE/UPDATE for retention purges and erasure of personal values).
+export const auditChainHeads = pgTable(
+  "audit_chain_heads",
+  {
+    shard: smallint("shard").primaryKey(),
+    seq: bigint("seq", { mode: "number" }).notNull().default(0),
+    hash: varchar("hash", { length: 64 }).notNull(),
+    prevHash: varchar("prev_hash", { length: 64 }).notNull(),
+    purgedSeq: bigint("purged_seq", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [check("audit_chain_heads_shard_range", sql`${t.shard} >= 0 AND ${t.shard} < 256`)],
+);
+
+export const auditLog = pgTable(
+  "audit_log",
+  {
+    id: uuid("id").primaryKey(),
+    createdAt: timestamptz("created_at").notNull(),
+    actorKind: varchar("actor_kind", { length: 16 }).notNull(),
+    actorName: varchar("actor_name", { length: 100 }),
+    action: varchar("action", { length: 64 }).notNull(),
+    entity: varchar("entity", { length: 32 }).notNull(),
+    entityId: uuid("entity_id"),
+    subject: uuid("subject"),
+    changes: jsonb("changes").notNull(),
+    personal: jsonb("personal"),
+    personalSalt: varchar("personal_salt", { length: 32 }),
+    personalDigest: varchar("personal_digest", { length: 64 }),
+    shard: smallint("shard").notNull(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+    prevHash: varchar("prev_hash", { length: 64 }).notNull(),
+    hash: varchar("hash", { length: 64 }).notNull(),
+  },
+  (t) => [
+    unique("audit_log_shard_seq_key").on(t.shard, t.seq),
+    index("audit_log_created_at_idx").on(t.createdAt, t.id),
+    index("audit_log_entity_idx").on(t.entityId, t.createdAt, t.id),
+    index("audit_log_actor_idx").on(t.actorKind, t.actorName, t.createdAt, t.id),
+    index("audit_log_action_idx").on(t.action, t.createdAt, t.id),
+    index("audit_log_subject_idx").on(t.subject).where(sql`${t.subject} IS NOT NULL`),
   ],
 );
 

@@ -4,6 +4,7 @@
 //! conformance suite in `tests/conformance` holds every backend to them.
 
 mod analytics;
+pub(crate) mod audit;
 mod media;
 mod objects;
 mod sessions;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub(crate) use self::analytics::AnalyticsBackend;
+pub(crate) use self::audit::AuditBackend;
 pub(crate) use self::media::MediaBackend;
 pub use self::objects::{DEFAULT_KEY_PREFIX, DEFAULT_MEDIA_ROOT, MediaStorage};
 pub(crate) use self::objects::{Objects, object_error};
@@ -249,4 +251,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Analytics and search over this backend's own `events` and `users`.
     fn analytics(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AnalyticsBackend>;
+
+    /// The audit log kept in this backend's own storage. Every write method
+    /// above that changes a user or a key also writes the change's audit
+    /// record(s) (see [`audit::entries`]) in the same transaction, unless
+    /// the change is not audited.
+    fn audit(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn AuditBackend>;
 }

@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub clock: SharedClock,
     pub max_payload_bytes: usize,
     pub last_used_resolution: Duration,
+    /// Whether changes are written to the audit log.
+    pub audit: bool,
 }
 
 impl Settings {

@@ -552,4 +552,9 @@ impl Backend for CachedBackend {
     fn analytics(self: Arc<Self>) -> Arc<dyn crate::backend::AnalyticsBackend> {
         self.inner.clone().analytics()
     }
+
+    /// Not cached: the audit log is read from the backend underneath.
+    fn audit(self: Arc<Self>) -> Arc<dyn crate::backend::AuditBackend> {
+        self.inner.clone().audit()
+    }
 }

@@ -259,6 +259,10 @@ impl Backend for Gated {
     fn analytics(self: Arc<Self>) -> Arc<dyn crate::backend::AnalyticsBackend> {
         unimplemented!("the cache tests ask no analytics of this backend")
     }
+
+    fn audit(self: Arc<Self>) -> Arc<dyn crate::backend::AuditBackend> {
+        self.inner.audit_log()
+    }
 }
 
 struct Rig {

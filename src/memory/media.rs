@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::model::{Cursor, Media, MediaFacts, MediaRow};
 
 #[derive(Default)]
-struct Rows {
+pub(super) struct Rows {
     by_id: HashMap<Uuid, MediaRow>,
     /// Complete rows with an owner.
     by_owner: HashMap<Uuid, BTreeSet<Pos>>,
@@ -23,7 +23,25 @@ struct Rows {
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct MemoryMedia {
-    rows: Mutex<Rows>,
+    pub(super) rows: Mutex<Rows>,
+    /// Appended to while the rows' lock is held.
+    pub(super) audit: std::sync::Arc<super::audit::MemoryAudit>,
+}
+
+/// The `media.deleted` record of a removed row, if it was complete (a
+/// pending row was never uploaded).
+fn deleted(
+    r: &crate::backend::audit::Recorder,
+    row: &MediaRow,
+) -> Option<crate::model::AuditEntry> {
+    row.facts.is_some().then(|| {
+        r.entry(
+            crate::model::AuditAction::MediaDeleted,
+            Some(row.id),
+            serde_json::json!({"owner_id": row.owner_id}),
+            None,
+        )
+    })
 }
 
 impl std::fmt::Debug for MemoryMedia {
@@ -74,6 +92,17 @@ impl MediaBackend for MemoryMedia {
         if let Some(owner) = owner {
             rows.by_owner.entry(owner).or_default().insert(pos);
         }
+        if let Some(m) = &media {
+            self.audit.append(crate::backend::audit::entries(|r| {
+                let (changes, personal) = crate::model::audit::media_uploaded(m);
+                vec![r.entry(
+                    crate::model::AuditAction::MediaUploaded,
+                    Some(m.id),
+                    changes,
+                    personal,
+                )]
+            }));
+        }
         Ok(media)
     }
 
@@ -82,7 +111,14 @@ impl MediaBackend for MemoryMedia {
     }
 
     async fn remove(&self, id: Uuid) -> Result<Option<String>> {
-        Ok(self.rows().remove(id).map(|r| r.storage_key))
+        let mut rows = self.rows();
+        let removed = rows.remove(id);
+        if let Some(row) = &removed {
+            self.audit.append(crate::backend::audit::entries(|r| {
+                deleted(r, row).into_iter().collect()
+            }));
+        }
+        Ok(removed.map(|r| r.storage_key))
     }
 
     async fn remove_pending(&self, id: Uuid) -> Result<Option<String>> {
@@ -101,10 +137,11 @@ impl MediaBackend for MemoryMedia {
             .filter(|r| r.owner_id == Some(owner))
             .map(|r| r.id)
             .collect();
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| rows.remove(id).map(|r| r.storage_key))
-            .collect())
+        let removed: Vec<MediaRow> = ids.into_iter().filter_map(|id| rows.remove(id)).collect();
+        self.audit.append(crate::backend::audit::entries(|r| {
+            removed.iter().filter_map(|row| deleted(r, row)).collect()
+        }));
+        Ok(removed.into_iter().map(|r| r.storage_key).collect())
     }
 
     async fn list(&self, owner: Uuid, after: Option<Cursor>, limit: usize) -> Result<Vec<Media>> {

@@ -28,6 +28,7 @@
 
 mod accounts;
 mod analytics;
+mod audit;
 mod events;
 mod media;
 
@@ -37,9 +38,12 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::backend::audit::{entries, rotated};
 use crate::backend::{Backend, NewKeyRow, UsageBatch};
 use crate::backend::{PoolState, Settings};
 use crate::error::{Entity, Error, Result};
+use crate::model::AuditAction;
+use crate::model::audit::{key_change, key_issued, user_created, user_updated};
 use crate::model::{
     ApiKey, BucketCount, CreditSpend, Cursor, Email, Event, EventFilter, EventType, Json,
     KeyCredits, KeyRateLimit, KeyUsage, TimeBucket, TimeRange, User, UserUpdate, WalletAddress,
@@ -57,16 +61,45 @@ pub(crate) struct MemoryBackend {
     accounts: RwLock<Accounts>,
     events: RwLock<EventLog>,
     media: std::sync::Arc<media::MemoryMedia>,
+    /// Appended to while the accounts lock is held (locks in the order
+    /// accounts, events, audit).
+    audit: std::sync::Arc<audit::MemoryAudit>,
 }
 
 impl MemoryBackend {
     /// An empty store.
     pub(crate) fn new() -> Self {
+        let audit = std::sync::Arc::new(audit::MemoryAudit::default());
         MemoryBackend {
             accounts: RwLock::new(Accounts::default()),
             events: RwLock::new(EventLog::default()),
-            media: Default::default(),
+            media: std::sync::Arc::new(media::MemoryMedia {
+                rows: Default::default(),
+                audit: audit.clone(),
+            }),
+            audit,
         }
+    }
+
+    /// The audit log, shared by every handle on this backend.
+    pub(crate) fn audit_log(&self) -> std::sync::Arc<dyn crate::backend::AuditBackend> {
+        self.audit.clone()
+    }
+
+    /// Applies a key policy change and records it as `action`, under one
+    /// lock.
+    fn change_key(
+        &self,
+        id: Uuid,
+        action: AuditAction,
+        change: impl FnOnce(&mut crate::model::KeyPolicy),
+    ) -> Result<ApiKey> {
+        let mut accounts = self.accounts_mut();
+        let key = accounts.change_policy(id, change)?;
+        self.audit.append(entries(|r| {
+            vec![r.entry(action, Some(id), key_change(action, &key), None)]
+        }));
+        Ok(key)
     }
 
     /// The `media` rows, shared by every handle on this backend.
@@ -126,13 +159,31 @@ fn user_not_found(id: Uuid) -> Error {
 #[async_trait::async_trait]
 impl Backend for MemoryBackend {
     async fn create_user(&self, user: User) -> Result<User> {
-        self.accounts_mut().insert_user(user.clone(), None)?;
+        let mut accounts = self.accounts_mut();
+        accounts.insert_user(user.clone(), None)?;
+        self.audit.append(entries(|r| {
+            let (changes, personal) = user_created(&user);
+            vec![r.entry(AuditAction::UserCreated, Some(user.id), changes, personal)]
+        }));
         Ok(user)
     }
 
     async fn create_user_with_key(&self, user: User, key: NewKeyRow) -> Result<(User, ApiKey)> {
         let api_key = key.key.clone();
-        self.accounts_mut().insert_user(user.clone(), Some(key))?;
+        let mut accounts = self.accounts_mut();
+        accounts.insert_user(user.clone(), Some(key))?;
+        self.audit.append(entries(|r| {
+            let (changes, personal) = user_created(&user);
+            vec![
+                r.entry(AuditAction::UserCreated, Some(user.id), changes, personal),
+                r.entry(
+                    AuditAction::KeyIssued,
+                    Some(api_key.id),
+                    key_issued(&api_key),
+                    None,
+                ),
+            ]
+        }));
         Ok((user, api_key))
     }
 
@@ -156,7 +207,16 @@ impl Backend for MemoryBackend {
     ) -> Result<User> {
         // Read, apply and write under one write lock: a concurrent update
         // waits and then applies its change to this one's result.
-        self.accounts_mut().update_user(id, update, settings)
+        let mut accounts = self.accounts_mut();
+        let old = accounts.user(id).cloned();
+        let next = accounts.update_user(id, update, settings)?;
+        if let Some(old) = old {
+            self.audit.append(entries(|r| {
+                let (changes, personal) = user_updated(&old, &next);
+                vec![r.entry(AuditAction::UserUpdated, Some(id), changes, personal)]
+            }));
+        }
+        Ok(next)
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<()> {
@@ -167,8 +227,17 @@ impl Backend for MemoryBackend {
         // Both locks, in order, so that nobody sees the user gone with
         // their events still attached (or the other way round).
         let mut events = self.events_mut();
+        let keys = accounts.keys_of(id).len();
         accounts.remove_user(id);
         events.detach_user(id);
+        self.audit.append(entries(|r| {
+            vec![r.entry(
+                AuditAction::UserDeleted,
+                Some(id),
+                serde_json::json!({"api_keys_deleted": keys}),
+                None,
+            )]
+        }));
         Ok(())
     }
 
@@ -178,7 +247,11 @@ impl Backend for MemoryBackend {
 
     async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
         let key = row.key.clone();
-        self.accounts_mut().insert_key(row)?;
+        let mut accounts = self.accounts_mut();
+        accounts.insert_key(row)?;
+        self.audit.append(entries(|r| {
+            vec![r.entry(AuditAction::KeyIssued, Some(key.id), key_issued(&key), None)]
+        }));
         Ok(key)
     }
 
@@ -187,7 +260,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn revoke_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
-        self.accounts_mut().revoke_key(id, now)
+        let mut accounts = self.accounts_mut();
+        let key = accounts.revoke_key(id, now)?;
+        self.audit.append(entries(|r| {
+            let action = AuditAction::KeyRevoked;
+            vec![r.entry(action, Some(id), key_change(action, &key), None)]
+        }));
+        Ok(key)
     }
 
     async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
@@ -195,7 +274,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn rotate_key(&self, old_id: Uuid, new: NewKeyRow, now: DateTime<Utc>) -> Result<ApiKey> {
-        self.accounts_mut().rotate_key(old_id, new, now)
+        let mut accounts = self.accounts_mut();
+        let key = accounts.rotate_key(old_id, new, now)?;
+        self.audit
+            .append(entries(|r| rotated(r, old_id, &key, now)));
+        Ok(key)
     }
 
     async fn get_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
@@ -203,14 +286,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn disable_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<ApiKey> {
-        self.accounts_mut().change_policy(id, |p| {
+        self.change_key(id, AuditAction::KeyDisabled, |p| {
             p.disabled_at.get_or_insert(now);
         })
     }
 
     async fn enable_key(&self, id: Uuid) -> Result<ApiKey> {
-        self.accounts_mut()
-            .change_policy(id, |p| p.disabled_at = None)
+        self.change_key(id, AuditAction::KeyEnabled, |p| p.disabled_at = None)
     }
 
     async fn set_key_permissions(
@@ -218,8 +300,9 @@ impl Backend for MemoryBackend {
         id: Uuid,
         permissions: &std::collections::BTreeSet<String>,
     ) -> Result<ApiKey> {
-        self.accounts_mut()
-            .change_policy(id, |p| p.permissions = permissions.clone())
+        self.change_key(id, AuditAction::KeyPermissionsSet, |p| {
+            p.permissions = permissions.clone()
+        })
     }
 
     async fn set_key_details(
@@ -228,20 +311,22 @@ impl Backend for MemoryBackend {
         name: Option<&str>,
         metadata: Option<&Json>,
     ) -> Result<ApiKey> {
-        self.accounts_mut().change_policy(id, |p| {
+        self.change_key(id, AuditAction::KeyDetailsSet, |p| {
             p.name = name.map(str::to_owned);
             p.metadata = metadata.cloned();
         })
     }
 
     async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
-        self.accounts_mut()
-            .change_policy(id, |p| p.credits = credits.copied())
+        self.change_key(id, AuditAction::KeyCreditsSet, |p| {
+            p.credits = credits.copied()
+        })
     }
 
     async fn set_key_rate_limits(&self, id: Uuid, limits: &[KeyRateLimit]) -> Result<ApiKey> {
-        self.accounts_mut()
-            .change_policy(id, |p| p.rate_limits = limits.to_vec())
+        self.change_key(id, AuditAction::KeyRateLimitsSet, |p| {
+            p.rate_limits = limits.to_vec()
+        })
     }
 
     async fn spend_key_credits(
@@ -334,6 +419,10 @@ impl Backend for MemoryBackend {
         self: std::sync::Arc<Self>,
     ) -> std::sync::Arc<dyn crate::backend::AnalyticsBackend> {
         self
+    }
+
+    fn audit(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::AuditBackend> {
+        self.audit_log()
     }
 }
 

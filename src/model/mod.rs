@@ -2,6 +2,7 @@
 
 pub(crate) mod analytics;
 mod api_key;
+pub(crate) mod audit;
 mod email;
 mod event;
 pub(crate) mod json;
@@ -24,6 +25,11 @@ pub use api_key::{
     ApiKey, ApiKeySecret, IssuedKey, KEY_PREFIX, MAX_PRESENTED_KEY_LEN, MAX_SERVICE_LEN,
 };
 pub(crate) use api_key::{check_service, hash_key, push_hex};
+pub(crate) use audit::AuditEntry;
+pub use audit::{
+    AUDIT_SHARDS, Actor, AuditAction, AuditBreak, AuditBreakReason, AuditEntity, AuditQuery,
+    AuditRecord, AuditVerification, MAX_ACTOR_LEN,
+};
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use event::{BucketCount, Event, EventFilter, EventType, NewEvent, TimeBucket, TimeRange};
 pub use json::{Json, MAX_JSON_DEPTH};
@@ -47,3 +53,18 @@ pub(crate) use time::check_timestamp;
 pub use time::earliest_timestamp;
 pub use user::{JsonChange, NewUser, PassportTier, User, UserUpdate};
 pub use wallet::WalletAddress;
+
+/// A fresh time-ordered id (UUIDv7) stamped with `at`. Ids made within
+/// one millisecond still increase (a shared counter orders them), so the
+/// events of one batch list in the order they were given.
+pub(crate) fn new_id(at: chrono::DateTime<chrono::Utc>) -> uuid::Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let ts = uuid::Timestamp::from_unix(
+        &*context,
+        at.timestamp().max(0) as u64,
+        at.timestamp_subsec_nanos(),
+    );
+    uuid::Uuid::new_v7(ts)
+}

@@ -11,10 +11,15 @@ use std::collections::BTreeSet;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, Int8, Nullable, Text, Timestamptz};
 
+use super::audit::append;
 use super::errors::classify;
 use super::schema::{api_key_policies, api_keys};
+use crate::backend::audit::Recorder;
+use crate::backend::audit::{entries, rotated};
 use crate::backend::{NewKeyRow, UsageBatch};
 use crate::error::{Entity, Error, Field, Result};
+use crate::model::AuditAction;
+use crate::model::audit::key_issued;
 use crate::model::{
     ApiKey, CreditSpend, Json, KeyCredits, KeyOutcome, KeyPolicy, KeyRateLimit, KeyUsage, Refill,
     RefillInterval, TimeBucket, TimeRange,
@@ -160,6 +165,21 @@ impl<'a> From<&'a NewKeyRow> for KeyInsert<'a> {
 
 /// Inserts the key, and its policy if it has one (in the caller's
 /// transaction, or in one of its own).
+/// Issues a key: [`insert_key`] and its `api_key.issued` record.
+pub(super) async fn issue(
+    conn: &mut AsyncPgConnection,
+    row: KeyInsert<'_>,
+    policy: &KeyPolicy,
+) -> Result<ApiKey> {
+    audited!(
+        conn,
+        insert_key(conn, row, policy).await,
+        |r: &Recorder, key: &ApiKey| {
+            vec![r.entry(AuditAction::KeyIssued, Some(key.id), key_issued(key), None)]
+        }
+    )
+}
+
 pub(super) async fn insert_key(
     conn: &mut AsyncPgConnection,
     row: KeyInsert<'_>,
@@ -286,13 +306,20 @@ pub(super) async fn revoke(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<ApiKey> {
-    match revoke_in(conn, id, now).await? {
-        Some(key) => Ok(key),
-        None => get(conn, id).await?.ok_or(Error::NotFound {
-            entity: Entity::ApiKey,
-            id,
-        }),
-    }
+    audited_key!(
+        conn,
+        AuditAction::KeyRevoked,
+        async {
+            match revoke_in(conn, id, now).await? {
+                Some(key) => Ok(key),
+                None => get(conn, id).await?.ok_or(Error::NotFound {
+                    entity: Entity::ApiKey,
+                    id,
+                }),
+            }
+        }
+        .await
+    )
 }
 
 pub(super) async fn list(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<Vec<ApiKey>> {
@@ -318,7 +345,9 @@ pub(super) async fn rotate(
         if revoke_in(conn, old_id, now).await?.is_none() {
             return Err(Error::invalid(Field::Id, "the api key is already revoked"));
         }
-        insert_key(conn, KeyInsert::from(&new), &new.key.policy).await
+        let key = insert_key(conn, KeyInsert::from(&new), &new.key.policy).await?;
+        append(conn, entries(|r| rotated(r, old_id, &key, now))).await?;
+        Ok(key)
     })
     .await
 }
@@ -366,29 +395,33 @@ pub(super) async fn disable(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<ApiKey> {
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id).filter(api_key_policies::disabled_at.is_null()))
-            .set((
-                api_key_policies::disabled_at.eq(now),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyDisabled, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id).filter(api_key_policies::disabled_at.is_null()))
+                .set((
+                    api_key_policies::disabled_at.eq(now),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 pub(super) async fn enable(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ApiKey> {
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id))
-            .set((
-                api_key_policies::disabled_at.eq(None::<DateTime<Utc>>),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyEnabled, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id))
+                .set((
+                    api_key_policies::disabled_at.eq(None::<DateTime<Utc>>),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 pub(super) async fn set_permissions(
@@ -397,16 +430,18 @@ pub(super) async fn set_permissions(
     permissions: &BTreeSet<String>,
 ) -> Result<ApiKey> {
     let list: Vec<&String> = permissions.iter().collect();
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id))
-            .set((
-                api_key_policies::permissions.eq(list),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyPermissionsSet, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id))
+                .set((
+                    api_key_policies::permissions.eq(list),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 pub(super) async fn set_details(
@@ -415,17 +450,19 @@ pub(super) async fn set_details(
     name: Option<&str>,
     metadata: Option<&Json>,
 ) -> Result<ApiKey> {
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id))
-            .set((
-                api_key_policies::name.eq(name),
-                api_key_policies::metadata.eq(metadata),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyDetailsSet, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id))
+                .set((
+                    api_key_policies::name.eq(name),
+                    api_key_policies::metadata.eq(metadata),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 pub(super) async fn set_credits(
@@ -434,19 +471,21 @@ pub(super) async fn set_credits(
     credits: Option<&KeyCredits>,
 ) -> Result<ApiKey> {
     let refill = credits.and_then(|c| c.refill);
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id))
-            .set((
-                api_key_policies::credits.eq(credits.map(|c| c.remaining)),
-                api_key_policies::refill_amount.eq(refill.map(|r| r.amount)),
-                api_key_policies::refill_interval.eq(refill.map(|r| r.interval.as_sql())),
-                api_key_policies::last_refill_at.eq(credits.and_then(|c| c.refilled_at)),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyCreditsSet, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id))
+                .set((
+                    api_key_policies::credits.eq(credits.map(|c| c.remaining)),
+                    api_key_policies::refill_amount.eq(refill.map(|r| r.amount)),
+                    api_key_policies::refill_interval.eq(refill.map(|r| r.interval.as_sql())),
+                    api_key_policies::last_refill_at.eq(credits.and_then(|c| c.refilled_at)),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 pub(super) async fn set_rate_limits(
@@ -455,16 +494,18 @@ pub(super) async fn set_rate_limits(
     limits: &[KeyRateLimit],
 ) -> Result<ApiKey> {
     let json = limits_json(limits)?;
-    change(conn, id, async |conn| {
-        diesel::update(policy_of(id))
-            .set((
-                api_key_policies::rate_limits.eq(&json),
-                api_key_policies::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
+    audited_key!(conn, AuditAction::KeyRateLimitsSet, {
+        change(conn, id, async |conn| {
+            diesel::update(policy_of(id))
+                .set((
+                    api_key_policies::rate_limits.eq(&json),
+                    api_key_policies::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await
+        })
+        .await
     })
-    .await
 }
 
 /// One call of `dreamnet_spend_key_credits`: one prepared (and cached)

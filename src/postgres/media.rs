@@ -70,7 +70,50 @@ async fn insert_pending(conn: &mut AsyncPgConnection, row: &MediaRow) -> Result<
     Ok(())
 }
 
+/// The `media.deleted` records of removed rows: `(id, status, owner)`,
+/// complete ones only (a pending row was never uploaded).
+fn deleted(
+    r: &crate::backend::audit::Recorder,
+    rows: &[(Uuid, String, Option<Uuid>)],
+) -> Vec<crate::model::AuditEntry> {
+    rows.iter()
+        .filter(|(_, status, _)| status == COMPLETE)
+        .map(|(id, _, owner)| {
+            r.entry(
+                crate::model::AuditAction::MediaDeleted,
+                Some(*id),
+                serde_json::json!({"owner_id": owner}),
+                None,
+            )
+        })
+        .collect()
+}
+
 async fn complete(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    facts: &MediaFacts,
+) -> Result<Option<Media>> {
+    audited!(
+        conn,
+        complete_row(conn, id, facts).await,
+        |r: &crate::backend::audit::Recorder, m: &Option<Media>| {
+            m.iter()
+                .map(|m| {
+                    let (changes, personal) = crate::model::audit::media_uploaded(m);
+                    r.entry(
+                        crate::model::AuditAction::MediaUploaded,
+                        Some(m.id),
+                        changes,
+                        personal,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    )
+}
+
+async fn complete_row(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     facts: &MediaFacts,
@@ -106,11 +149,29 @@ async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Media>> {
 }
 
 async fn remove(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<String>> {
-    Ok(diesel::delete(media::table.find(id))
-        .returning(media::storage_key)
-        .get_result(conn)
-        .await
-        .optional()?)
+    let removed: Option<(String, Uuid, String, Option<Uuid>)> = audited!(
+        conn,
+        diesel::delete(media::table.find(id))
+            .returning((
+                media::storage_key,
+                media::id,
+                media::status,
+                media::owner_id
+            ))
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(crate::error::Error::from),
+        |r: &crate::backend::audit::Recorder,
+         row: &Option<(String, Uuid, String, Option<Uuid>)>| {
+            let rows: Vec<_> = row
+                .iter()
+                .map(|(_, id, status, owner)| (*id, status.clone(), *owner))
+                .collect();
+            deleted(r, &rows)
+        }
+    )?;
+    Ok(removed.map(|(key, ..)| key))
 }
 
 async fn remove_pending(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<String>> {
@@ -124,12 +185,27 @@ async fn remove_pending(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option
 }
 
 async fn remove_owner(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<Vec<String>> {
-    Ok(
+    let removed: Vec<(String, Uuid, String, Option<Uuid>)> = audited!(
+        conn,
         diesel::delete(media::table.filter(media::owner_id.eq(owner)))
-            .returning(media::storage_key)
+            .returning((
+                media::storage_key,
+                media::id,
+                media::status,
+                media::owner_id
+            ))
             .get_results(conn)
-            .await?,
-    )
+            .await
+            .map_err(crate::error::Error::from),
+        |r: &crate::backend::audit::Recorder, rows: &Vec<(String, Uuid, String, Option<Uuid>)>| {
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|(_, id, status, owner)| (*id, status.clone(), *owner))
+                .collect();
+            deleted(r, &rows)
+        }
+    )?;
+    Ok(removed.into_iter().map(|(key, ..)| key).collect())
 }
 
 async fn list(

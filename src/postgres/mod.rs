@@ -71,7 +71,53 @@ macro_rules! on_replica {
     }};
 }
 
+/// Runs `$change` (an expression using the connection `$conn`) and
+/// appends the audit records `$record` (`|recorder, &result| entries`)
+/// makes of its result, in one transaction (the caller's, if it is in
+/// one). Without auditing, just `$change`, as it ran before the audit log
+/// existed. A macro, not a function taking a closure, so that the
+/// transaction's future stays `Send`.
+macro_rules! audited {
+    ($conn:ident, $change:expr, $record:expr) => {{
+        if crate::backend::audit::current().is_none() {
+            $change
+        } else {
+            use diesel_async::AsyncConnection as _;
+            $conn
+                .transaction(async move |$conn| {
+                    let out = $change?;
+                    let record = $record;
+                    let entries = crate::backend::audit::entries(|r| record(r, &out));
+                    crate::postgres::audit::append($conn, entries).await?;
+                    Ok(out)
+                })
+                .await
+        }
+    }};
+}
+
+/// [`audited!`] for a key policy change: one record of `$action` with
+/// the key's new values.
+macro_rules! audited_key {
+    ($conn:ident, $action:expr, $change:expr) => {{
+        let action: crate::model::AuditAction = $action;
+        audited!(
+            $conn,
+            $change,
+            |r: &crate::backend::audit::Recorder, key: &crate::model::ApiKey| {
+                vec![r.entry(
+                    action,
+                    Some(key.id),
+                    crate::model::audit::key_change(action, key),
+                    None,
+                )]
+            }
+        )
+    }};
+}
+
 mod analytics;
+mod audit;
 mod connect;
 mod errors;
 mod events;
@@ -439,7 +485,7 @@ impl Backend for PgBackend {
     async fn insert_key(&self, row: NewKeyRow) -> Result<ApiKey> {
         on_write!(
             self,
-            keys::insert_key,
+            keys::issue,
             keys::KeyInsert::from(&row),
             &row.key.policy
         )
@@ -591,6 +637,10 @@ impl Backend for PgBackend {
         self: std::sync::Arc<Self>,
     ) -> std::sync::Arc<dyn crate::backend::AnalyticsBackend> {
         self
+    }
+
+    fn audit(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::backend::AuditBackend> {
+        std::sync::Arc::new(audit::PgAudit::new(self))
     }
 
     fn pool_state(&self) -> Option<PoolState> {

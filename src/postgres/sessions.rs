@@ -167,11 +167,23 @@ async fn delete_user(
     user_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    let ended: Vec<DateTime<Utc>> =
+    let ended: Vec<DateTime<Utc>> = audited!(
+        conn,
         diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id)))
             .returning(sessions::expires_at)
             .get_results(conn)
-            .await?;
+            .await
+            .map_err(crate::error::Error::from),
+        |r: &crate::backend::audit::Recorder, ended: &Vec<DateTime<Utc>>| {
+            let live = ended.iter().filter(|t| **t > now).count();
+            vec![r.entry(
+                crate::model::AuditAction::SessionsEnded,
+                Some(user_id),
+                serde_json::json!({"sessions": live}),
+                None,
+            )]
+        }
+    )?;
     Ok(ended.into_iter().filter(|t| *t > now).count() as u64)
 }
 

@@ -5,12 +5,17 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::audit::append;
 use super::errors::classify;
 use super::keys::{KeyInsert, insert_key};
 use super::schema::{api_keys, events, users};
 use crate::backend::NewKeyRow;
 use crate::backend::Settings;
+use crate::backend::audit::Recorder;
+use crate::backend::audit::entries;
 use crate::error::{Entity, Error, Result};
+use crate::model::AuditAction;
+use crate::model::audit::{key_issued, user_created, user_updated};
 use crate::model::{ApiKey, Cursor, Email, Json, PassportTier, User, UserUpdate, WalletAddress};
 
 #[diesel::declare_sql_function]
@@ -107,12 +112,23 @@ impl<'a> UserChange<'a> {
     }
 }
 
-pub(super) async fn create(conn: &mut AsyncPgConnection, user: User) -> Result<User> {
+async fn insert_row(conn: &mut AsyncPgConnection, user: User) -> Result<User> {
     diesel::insert_into(users::table)
         .values(UserRow::from(&user))
         .execute(conn)
         .await?;
     Ok(user)
+}
+
+pub(super) async fn create(conn: &mut AsyncPgConnection, user: User) -> Result<User> {
+    audited!(
+        conn,
+        insert_row(conn, user).await,
+        |r: &Recorder, user: &User| {
+            let (changes, personal) = user_created(user);
+            vec![r.entry(AuditAction::UserCreated, Some(user.id), changes, personal)]
+        }
+    )
 }
 
 pub(super) async fn create_with_key(
@@ -121,8 +137,19 @@ pub(super) async fn create_with_key(
     key: NewKeyRow,
 ) -> Result<(User, ApiKey)> {
     conn.transaction(async move |conn| {
-        let user = create(conn, user).await?;
+        let user = insert_row(conn, user).await?;
         let key = insert_key(conn, KeyInsert::from(&key), &key.key.policy).await?;
+        append(
+            conn,
+            entries(|r| {
+                let (changes, personal) = user_created(&user);
+                vec![
+                    r.entry(AuditAction::UserCreated, Some(user.id), changes, personal),
+                    r.entry(AuditAction::KeyIssued, Some(key.id), key_issued(&key), None),
+                ]
+            }),
+        )
+        .await?;
         Ok((user, key))
     })
     .await
@@ -190,6 +217,14 @@ pub(super) async fn update(
             .set(UserChange::of(change, &next))
             .execute(conn)
             .await?;
+        append(
+            conn,
+            entries(|r| {
+                let (changes, personal) = user_updated(&current, &next);
+                vec![r.entry(AuditAction::UserUpdated, Some(id), changes, personal)]
+            }),
+        )
+        .await?;
         Ok(next)
     })
     .await
@@ -213,7 +248,7 @@ pub(super) async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> Result<()>
                 id,
             });
         }
-        diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id)))
+        let keys = diesel::delete(api_keys::table.filter(api_keys::user_id.eq(id)))
             .execute(conn)
             .await?;
         diesel::update(events::table.filter(events::user_id.eq(id)))
@@ -230,6 +265,18 @@ pub(super) async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> Result<()>
                 id,
             });
         }
+        append(
+            conn,
+            entries(|r| {
+                vec![r.entry(
+                    AuditAction::UserDeleted,
+                    Some(id),
+                    serde_json::json!({"api_keys_deleted": keys}),
+                    None,
+                )]
+            }),
+        )
+        .await?;
         Ok(())
     })
     .await

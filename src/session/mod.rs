@@ -219,6 +219,10 @@ pub struct Sessions {
     storage: Storage,
     clock: SharedClock,
     max_data_bytes: usize,
+    /// The store whose audit log records "log out everywhere", with its
+    /// actor: PostgreSQL sessions only, where the record can be written in
+    /// the same transaction.
+    audit: Option<crate::Store>,
 }
 
 impl fmt::Debug for Sessions {
@@ -241,6 +245,7 @@ impl Sessions {
             storage,
             clock,
             max_data_bytes: DEFAULT_MAX_SESSION_BYTES,
+            audit: None,
         }
     }
 
@@ -266,15 +271,18 @@ impl Sessions {
     /// Sessions in PostgreSQL's `sessions` table (created by the crate's
     /// third migration), over `store`'s pool and timed by its clock.
     /// Fails with [`Error::Config`] when `store` is not on PostgreSQL.
+    ///
+    /// [`delete_user`](Self::delete_user) writes a `sessions.ended` record
+    /// in the store's audit log, in the same transaction, as made by the
+    /// store handle's actor (`Sessions::postgres(&store.acting_as(..))`),
+    /// unless the store was built with auditing off.
     pub fn postgres(store: &crate::Store) -> Result<Self> {
         let backend = store.session_backend().ok_or_else(|| {
             Error::Config("PostgreSQL sessions need a store connected to PostgreSQL".to_owned())
         })?;
-        Ok(Self::with_backend(
-            backend,
-            Storage::Postgres,
-            store.clock(),
-        ))
+        let mut sessions = Self::with_backend(backend, Storage::Postgres, store.clock());
+        sessions.audit = Some(store.clone());
+        Ok(sessions)
     }
 
     /// Sessions on Redis at `url` (`redis://` or `rediss://`). Each session
@@ -442,7 +450,11 @@ impl Sessions {
     /// too.
     pub async fn delete_user(&self, user_id: Uuid) -> Result<u64> {
         self.traced(session_site!("delete_user"), |_| true, async {
-            self.backend.delete_user(user_id, self.now()).await
+            let ended = self.backend.delete_user(user_id, self.now());
+            match &self.audit {
+                Some(store) => store.audited(ended).await,
+                None => crate::backend::audit::scope(None, ended).await,
+            }
         })
         .await
     }

@@ -111,7 +111,7 @@ impl ApiKeys<'_> {
         traced(site!("issue", "api_keys"), async {
             let (row, secret) =
                 self.new_row(user_id, service, expires_at, s.now(), KeyPolicy::default())?;
-            let key = s.backend.insert_key(row).await?;
+            let key = s.audited(s.backend.insert_key(row)).await?;
             Ok(IssuedKey { key, secret })
         })
         .await
@@ -131,7 +131,7 @@ impl ApiKeys<'_> {
         let s = self.store;
         traced(site!("issue", "api_keys"), async {
             let (row, secret) = self.new_row(user_id, service, expires_at, s.now(), policy)?;
-            let key = s.backend.insert_key(row).await?;
+            let key = s.audited(s.backend.insert_key(row)).await?;
             Ok(IssuedKey { key, secret })
         })
         .await
@@ -312,7 +312,7 @@ impl ApiKeys<'_> {
         traced(site!("disable", "api_keys"), async {
             Ok(s.keys
                 .usage
-                .overlay(s.backend.disable_key(id, s.now()).await?))
+                .overlay(s.audited(s.backend.disable_key(id, s.now())).await?))
         })
         .await
     }
@@ -322,7 +322,9 @@ impl ApiKeys<'_> {
     pub async fn enable(&self, id: Uuid) -> Result<ApiKey> {
         let s = self.store;
         traced(site!("enable", "api_keys"), async {
-            Ok(s.keys.usage.overlay(s.backend.enable_key(id).await?))
+            Ok(s.keys
+                .usage
+                .overlay(s.audited(s.backend.enable_key(id)).await?))
         })
         .await
     }
@@ -339,9 +341,10 @@ impl ApiKeys<'_> {
         let permissions: BTreeSet<String> = permissions.into_iter().map(Into::into).collect();
         traced(site!("set_permissions", "api_keys"), async {
             check_permissions(&permissions)?;
-            Ok(s.keys
-                .usage
-                .overlay(s.backend.set_key_permissions(id, &permissions).await?))
+            Ok(s.keys.usage.overlay(
+                s.audited(s.backend.set_key_permissions(id, &permissions))
+                    .await?,
+            ))
         })
         .await
     }
@@ -363,8 +366,7 @@ impl ApiKeys<'_> {
                 check_metadata(metadata)?;
             }
             Ok(s.keys.usage.overlay(
-                s.backend
-                    .set_key_details(id, name, metadata.as_ref())
+                s.audited(s.backend.set_key_details(id, name, metadata.as_ref()))
                     .await?,
             ))
         })
@@ -381,9 +383,10 @@ impl ApiKeys<'_> {
             }
             let now = s.now();
             let credits = credits.map(|c| start_refill(c, now));
-            Ok(s.keys
-                .usage
-                .overlay(s.backend.set_key_credits(id, credits.as_ref()).await?))
+            Ok(s.keys.usage.overlay(
+                s.audited(s.backend.set_key_credits(id, credits.as_ref()))
+                    .await?,
+            ))
         })
         .await
     }
@@ -393,9 +396,10 @@ impl ApiKeys<'_> {
         let s = self.store;
         traced(site!("set_rate_limits", "api_keys"), async {
             check_rate_limits(&limits)?;
-            Ok(s.keys
-                .usage
-                .overlay(s.backend.set_key_rate_limits(id, &limits).await?))
+            Ok(s.keys.usage.overlay(
+                s.audited(s.backend.set_key_rate_limits(id, &limits))
+                    .await?,
+            ))
         })
         .await
     }
@@ -458,7 +462,7 @@ impl ApiKeys<'_> {
         let s = self.store;
         traced(
             site!("revoke", "api_keys"),
-            s.backend.revoke_key(id, s.now()),
+            s.audited(s.backend.revoke_key(id, s.now())),
         )
         .await
     }
@@ -494,7 +498,7 @@ impl ApiKeys<'_> {
             let mut policy = old.policy.clone();
             policy.disabled_at = None;
             let (row, secret) = self.new_row(old.user_id, &old.service, expires_at, now, policy)?;
-            let key = s.backend.rotate_key(id, row, now).await?;
+            let key = s.audited(s.backend.rotate_key(id, row, now)).await?;
             Ok(IssuedKey { key, secret })
         })
         .await

@@ -46,6 +46,7 @@ pub struct StoreBuilder {
     media_allowed_types: Vec<String>,
     media_part_bytes: usize,
     key_limiter: Option<crate::RateLimiter>,
+    audit: bool,
     #[cfg(feature = "redis")]
     cache: CacheSettings,
 }
@@ -66,6 +67,7 @@ impl Default for StoreBuilder {
                 .collect(),
             media_part_bytes: super::DEFAULT_MEDIA_PART_BYTES,
             key_limiter: None,
+            audit: true,
             #[cfg(feature = "redis")]
             cache: Default::default(),
         }
@@ -84,7 +86,8 @@ impl fmt::Debug for StoreBuilder {
             .field("media_max_bytes", &self.media_max_bytes)
             .field("media_allowed_types", &self.media_allowed_types)
             .field("media_part_bytes", &self.media_part_bytes)
-            .field("key_limiter", &self.key_limiter);
+            .field("key_limiter", &self.key_limiter)
+            .field("audit", &self.audit);
         #[cfg(feature = "redis")]
         d.field("cache", &self.cache);
         d.finish()
@@ -330,6 +333,15 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether every change to users and API keys writes an audit record
+    /// in the same transaction (see [`Store::audit`](crate::Store::audit)).
+    /// Default on; turn it off for tests, or for services that keep no
+    /// audit trail. Records already written stay readable.
+    pub fn audit(mut self, on: bool) -> Self {
+        self.audit = on;
+        self
+    }
+
     fn media(&self, default: impl FnOnce() -> MediaStorage) -> MediaState {
         MediaState::new(
             self.media_storage.clone().unwrap_or_else(default),
@@ -344,6 +356,7 @@ impl StoreBuilder {
             clock: self.clock.clone(),
             max_payload_bytes: self.max_payload_bytes,
             last_used_resolution: self.last_used_resolution,
+            audit: self.audit,
         }
     }
 

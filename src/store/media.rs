@@ -296,7 +296,7 @@ impl MediaFiles<'_> {
                     sha256,
                     completed_at: self.store.now(),
                 };
-                match rows.complete(id, &facts).await {
+                match self.store.audited(rows.complete(id, &facts)).await {
                     Ok(Some(media)) => return Ok(media),
                     Ok(None) => Err(Error::UploadInterrupted {
                         source: "the pending upload was swept before it completed".into(),
@@ -311,7 +311,7 @@ impl MediaFiles<'_> {
         // when `complete` committed but its answer was lost: if removing
         // the row fails, row and object stay together (pending or
         // complete); if removing the object fails, `sweep` finds it.
-        if rows.remove(id).await.is_ok() {
+        if self.store.audited(rows.remove(id)).await.is_ok() {
             let _ = objects.store.delete(&key).await;
         }
         result
@@ -385,8 +385,8 @@ impl MediaFiles<'_> {
         traced(site!("delete", "media"), async {
             let objects = self.state().objects().await?;
             let key = self
-                .rows()
-                .remove(id)
+                .store
+                .audited(self.rows().remove(id))
                 .await?
                 .ok_or(not_found(Entity::Media, id))?;
             delete_object(objects, &key).await
@@ -401,7 +401,7 @@ impl MediaFiles<'_> {
     pub async fn delete_owner(&self, owner: Uuid) -> Result<u64> {
         traced(site!("delete_owner", "media"), async {
             let objects = self.state().objects().await?;
-            let keys = self.rows().remove_owner(owner).await?;
+            let keys = self.store.audited(self.rows().remove_owner(owner)).await?;
             for key in &keys {
                 delete_object(objects, key).await?;
             }

@@ -6,6 +6,7 @@
 
 mod analytics;
 mod api_keys;
+mod audit;
 mod builder;
 mod events;
 mod key_usage;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use self::analytics::Analytics;
 pub use self::api_keys::ApiKeys;
+pub use self::audit::{Audit, AuditPurge, DEFAULT_AUDIT_PURGE_BATCH, MAX_AUDIT_PURGE_BATCH};
 pub use self::builder::StoreBuilder;
 pub use self::events::{DEFAULT_PURGE_BATCH, Events, MAX_PURGE_BATCH, Purge, PurgeReport};
 pub use self::key_usage::{MAX_BUFFERED_USAGE, USAGE_FLUSH_AT, USAGE_FLUSH_EVERY};
@@ -57,6 +59,8 @@ pub struct Store {
     cache: Option<Arc<crate::cache::Counters>>,
     media: Arc<MediaState>,
     keys: Arc<key_usage::KeyRuntime>,
+    /// Who this handle's changes are recorded as made by.
+    actor: crate::model::Actor,
 }
 
 // A store is shared across tasks and threads: keep it so.
@@ -102,6 +106,7 @@ impl Store {
             backend,
             settings,
             cache: None,
+            actor: crate::model::Actor::Unknown,
             media: Arc::new(MediaState::defaults(
                 crate::backend::MediaStorage::in_memory(),
             )),
@@ -129,6 +134,57 @@ impl Store {
     pub(crate) fn with_cache(mut self, cache: Option<Arc<crate::cache::Counters>>) -> Store {
         self.cache = cache;
         self
+    }
+
+    /// A handle on the same store whose changes are recorded in the audit
+    /// log as made by `actor` (a clone: cheap, sharing the pool). Changes
+    /// made through a handle that never said are recorded as made by
+    /// [`Actor::Unknown`](crate::Actor::Unknown), never refused.
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dreamnet_db::Result<()> {
+    /// use dreamnet_db::{Actor, AuditAction, AuditQuery, NewUser, Store};
+    ///
+    /// let store = Store::in_memory();
+    /// let billing = store.acting_as(Actor::service("billing")?);
+    /// let user = billing.users().create(NewUser::with_email("ada@example.com".parse()?)).await?;
+    /// let page = store.audit().list(&AuditQuery::new().action(AuditAction::UserCreated), 10, None).await?;
+    /// assert_eq!(page.items[0].actor, Actor::service("billing")?);
+    /// assert_eq!(page.items[0].entity_id, Some(user.id));
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "memory"))]
+    /// # fn main() {}
+    /// ```
+    pub fn acting_as(&self, actor: crate::model::Actor) -> Store {
+        let mut store = self.clone();
+        store.actor = actor;
+        store
+    }
+
+    /// Who this handle's changes are recorded as made by.
+    pub fn actor(&self) -> &crate::model::Actor {
+        &self.actor
+    }
+
+    /// The audit log: list, verify, purge, erase personal values.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit { store: self }
+    }
+
+    /// Runs `f` (a backend call that changes something) with this handle's
+    /// audit context: its actor and the store's time, or none if auditing
+    /// is off.
+    pub(crate) async fn audited<F: Future>(&self, f: F) -> F::Output {
+        let ctx = self
+            .settings
+            .audit
+            .then(|| crate::backend::audit::AuditContext {
+                actor: self.actor.clone(),
+                at: self.now(),
+            });
+        crate::backend::audit::scope(ctx, f).await
     }
 
     /// Users.
@@ -264,17 +320,4 @@ fn not_found(entity: Entity, id: Uuid) -> Error {
     Error::NotFound { entity, id }
 }
 
-/// A fresh time-ordered id (UUIDv7) stamped with `at`. Ids made within
-/// one millisecond still increase (a shared counter orders them), so the
-/// events of one batch list in the order they were given.
-pub(crate) fn new_id(at: DateTime<Utc>) -> Uuid {
-    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
-        std::sync::Mutex::new(uuid::ContextV7::new());
-    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
-    let ts = uuid::Timestamp::from_unix(
-        &*context,
-        at.timestamp().max(0) as u64,
-        at.timestamp_subsec_nanos(),
-    );
-    Uuid::new_v7(ts)
-}
+pub(crate) use crate::model::new_id;

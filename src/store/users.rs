@@ -28,7 +28,7 @@ impl Users<'_> {
         traced(site!("create", "users"), async {
             let now = s.now();
             let user = new.into_user(new_id(now), now, s.settings.max_payload_bytes)?;
-            s.backend.create_user(user).await
+            s.audited(s.backend.create_user(user)).await
         })
         .await
     }
@@ -52,7 +52,7 @@ impl Users<'_> {
                 now,
                 crate::model::KeyPolicy::default(),
             )?;
-            let (user, key) = s.backend.create_user_with_key(user, row).await?;
+            let (user, key) = s.audited(s.backend.create_user_with_key(user, row)).await?;
             Ok((user, IssuedKey { key, secret }))
         })
         .await
@@ -95,7 +95,8 @@ impl Users<'_> {
         let s = self.store;
         traced(site!("update", "users"), async {
             update.check(s.settings.max_payload_bytes)?;
-            s.backend.update_user(id, &update, &s.settings).await
+            s.audited(s.backend.update_user(id, &update, &s.settings))
+                .await
         })
         .await
     }
@@ -106,7 +107,12 @@ impl Users<'_> {
     /// at the user never make this fail. `NotFound` if there is no such
     /// user.
     pub async fn delete(&self, id: Uuid) -> Result<()> {
-        traced(site!("delete", "users"), self.store.backend.delete_user(id)).await
+        let s = self.store;
+        traced(
+            site!("delete", "users"),
+            s.audited(s.backend.delete_user(id)),
+        )
+        .await
     }
 
     /// A page of at most `limit` (1 to 1000) users, oldest first, after

@@ -29,6 +29,7 @@
 #![allow(dead_code)]
 
 pub mod analytics;
+pub mod audit;
 pub mod events;
 pub mod keys;
 pub mod outside;
@@ -146,6 +147,22 @@ macro_rules! conformance_tests {
                 usage_is_counted_per_hour_and_day,
                 last_used_is_written_by_the_flush,
                 rotate_carries_the_policy,
+            }
+            audit {
+                every_change_is_recorded_with_its_actor,
+                user_updates_record_fields_old_and_new,
+                failed_changes_write_no_record,
+                records_hold_no_secret,
+                actors_are_recorded_as_given,
+                list_filters_by_time_and_pages_with_equal_timestamps,
+                verify_passes_and_purges_keep_chains_checkable,
+                erasing_personal_values_keeps_the_chain,
+                auditing_can_be_switched_off
+                    (|b: dreamnet_db::StoreBuilder| b.audit(false)),
+                media_uploads_and_deletions_are_recorded
+                    (|b: dreamnet_db::StoreBuilder| {
+                        b.media_storage(dreamnet_db::MediaStorage::in_memory())
+                    }),
             }
             outside {
                 documents_written_outside_read_back_exactly,
