@@ -177,40 +177,16 @@ mod tests {
         assert_eq!(id_in_detail("no id here"), None);
     }
 
-    /// What PostgreSQL reports about a violated constraint.
-    struct Violation(&'static str);
-
-    impl diesel::result::DatabaseErrorInformation for Violation {
-        fn message(&self) -> &str {
-            "violation"
-        }
-        fn details(&self) -> Option<&str> {
-            None
-        }
-        fn hint(&self) -> Option<&str> {
-            None
-        }
-        fn table_name(&self) -> Option<&str> {
-            None
-        }
-        fn column_name(&self) -> Option<&str> {
-            None
-        }
-        fn constraint_name(&self) -> Option<&str> {
-            Some(self.0)
-        }
-        fn statement_position(&self) -> Option<i32> {
-            None
-        }
+    /// What PostgreSQL reports: a message, and the constraint a violation
+    /// names (none for SQLSTATE 42501 or an unknown kind).
+    struct Reported {
+        message: &'static str,
+        constraint: Option<&'static str>,
     }
 
-    /// What PostgreSQL reports with SQLSTATE 42501, or anything else with
-    /// an unknown kind.
-    struct Refusal(&'static str);
-
-    impl diesel::result::DatabaseErrorInformation for Refusal {
+    impl diesel::result::DatabaseErrorInformation for Reported {
         fn message(&self) -> &str {
-            self.0
+            self.message
         }
         fn details(&self) -> Option<&str> {
             None
@@ -225,7 +201,7 @@ mod tests {
             None
         }
         fn constraint_name(&self) -> Option<&str> {
-            None
+            self.constraint
         }
         fn statement_position(&self) -> Option<i32> {
             None
@@ -233,7 +209,13 @@ mod tests {
     }
 
     fn refused(message: &'static str) -> DieselError {
-        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(Refusal(message)))
+        DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(Reported {
+                message,
+                constraint: None,
+            }),
+        )
     }
 
     #[test]
@@ -277,7 +259,13 @@ mod tests {
 
     fn violated(kind: DatabaseErrorKind, constraint: &'static str) -> Error {
         classify(
-            DieselError::DatabaseError(kind, Box::new(Violation(constraint))),
+            DieselError::DatabaseError(
+                kind,
+                Box::new(Reported {
+                    message: "violation",
+                    constraint: Some(constraint),
+                }),
+            ),
             Some(Uuid::nil()),
         )
     }
