@@ -113,34 +113,15 @@ fn row(
 }
 
 async fn seed_users(client: &tokio_postgres::Client) -> Vec<Uuid> {
-    let now = Utc::now();
-    let ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::now_v7()).collect();
-    let sink = client
-        .copy_in(
-            "COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) \
-             FROM STDIN BINARY",
-        )
-        .await
-        .unwrap();
-    let types = [
-        Type::UUID,
-        Type::VARCHAR,
-        Type::VARCHAR,
-        Type::TIMESTAMPTZ,
-        Type::TIMESTAMPTZ,
-        Type::JSONB,
-        Type::JSONB,
-    ];
-    let w = BinaryCopyInWriter::new(sink, &types);
-    tokio::pin!(w);
     let empty = json!({});
-    for (i, id) in ids.iter().enumerate() {
-        let email = format!("scale-{i}@example.com");
-        let row: [&(dyn ToSql + Sync); 7] = [id, &email, &"visitor", &now, &now, &empty, &empty];
-        w.as_mut().write(&row).await.unwrap();
-    }
-    w.finish().await.unwrap();
-    ids
+    common::copy_users(
+        client,
+        USERS,
+        |i| format!("scale-{i}@example.com"),
+        &empty,
+        &empty,
+    )
+    .await
 }
 
 /// Adds `n` events (stage `stage`): secondary indexes dropped, binary COPY

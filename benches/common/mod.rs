@@ -85,33 +85,14 @@ pub async fn users_and_keys(url: &str, tag: &str, n: usize) -> Seeded {
             .await
             .unwrap();
         let now = Utc::now();
-        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-        let sink = client
-            .copy_in(
-                "COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) \
-                 FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let types = [
-            Type::UUID,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::JSONB,
-            Type::JSONB,
-        ];
-        let w = BinaryCopyInWriter::new(sink, &types);
-        tokio::pin!(w);
-        let meta = json!({"source": "signup", "plan": "free"});
-        let prefs = json!({"theme": "dark", "lang": "en"});
-        for (i, id) in ids.iter().enumerate() {
-            let email = format!("{tag}-{i}@example.com");
-            let row: [&(dyn ToSql + Sync); 7] = [id, &email, &"visitor", &now, &now, &meta, &prefs];
-            w.as_mut().write(&row).await.unwrap();
-        }
-        w.finish().await.unwrap();
+        let ids = copy_users(
+            &client,
+            n,
+            |i| format!("{tag}-{i}@example.com"),
+            &json!({"source": "signup", "plan": "free"}),
+            &json!({"theme": "dark", "lang": "en"}),
+        )
+        .await;
         let sink = client
             .copy_in(
                 "COPY api_keys (id, user_id, service, hashed_key, created_at, key_prefix) \
@@ -165,4 +146,43 @@ pub async fn users_and_keys(url: &str, tag: &str, n: usize) -> Seeded {
         keys: (0..n).map(|i| key_for(tag, i)).collect(),
         fresh,
     }
+}
+
+/// Adds `n` `visitor` users by binary `COPY`, the `i`th with email
+/// `email(i)` and the given metadata and preferences; returns their ids.
+pub async fn copy_users(
+    client: &tokio_postgres::Client,
+    n: usize,
+    email: impl Fn(usize) -> String,
+    metadata: &serde_json::Value,
+    preferences: &serde_json::Value,
+) -> Vec<Uuid> {
+    let now = Utc::now();
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let sink = client
+        .copy_in(
+            "COPY users (id, email, passport_tier, created_at, updated_at, metadata, preferences) \
+             FROM STDIN BINARY",
+        )
+        .await
+        .unwrap();
+    let types = [
+        Type::UUID,
+        Type::VARCHAR,
+        Type::VARCHAR,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::JSONB,
+        Type::JSONB,
+    ];
+    let w = BinaryCopyInWriter::new(sink, &types);
+    tokio::pin!(w);
+    for (i, id) in ids.iter().enumerate() {
+        let email = email(i);
+        let row: [&(dyn ToSql + Sync); 7] =
+            [id, &email, &"visitor", &now, &now, metadata, preferences];
+        w.as_mut().write(&row).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    ids
 }
