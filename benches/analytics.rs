@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use common::raw;
-use criterion::Criterion;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use dreamnet_db::{
     EventSearch, Funnel, NewEvent, Period, Retention, SearchOrder, Store, TimeRange,
 };
@@ -459,13 +460,20 @@ async fn plans(client: &Client) {
     }
 }
 
-fn latency(c: &mut Criterion, rt: &Runtime, store: &Store, events: usize) {
-    let q = questions();
-    let a = store.analytics();
-    let mut g = c.benchmark_group(format!("analytics_{events}"));
+/// A group of the questions' benchmarks: few samples, each question
+/// takes up to seconds at 10M events.
+fn group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
+    let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
+    g
+}
+
+fn latency(c: &mut Criterion, rt: &Runtime, store: &Store, events: usize) {
+    let q = questions();
+    let a = store.analytics();
+    let mut g = group(c, format!("analytics_{events}"));
     g.bench_function("dau_30_days", |b| {
         b.iter(|| {
             rt.block_on(a.active_users(Period::Day, q.dau, None))
@@ -503,6 +511,110 @@ fn latency(c: &mut Criterion, rt: &Runtime, store: &Store, events: usize) {
     });
     g.bench_function("search_users_email", |b| {
         b.iter(|| rt.block_on(a.search_users("user4242@", 20, None)).unwrap())
+    });
+    g.finish();
+}
+
+/// The questions that read every event of their range, again after
+/// `refresh_rollups` (timed here: the whole history, one day per
+/// statement), which they then answer from the daily rollups; with the
+/// plans of the SQL they send for these day-aligned ranges.
+fn rolled_up(c: &mut Criterion, rt: &Runtime, store: &Store, client: &Client, events: usize) {
+    let a = store.analytics();
+    let started = Instant::now();
+    let sealed = rt.block_on(a.refresh_rollups()).expect("refresh_rollups");
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "refresh_rollups: {sealed} days rolled up in {took:.1} s ({:.0} ms a day)",
+        took * 1000.0 / sealed.max(1) as f64
+    );
+    rt.block_on(client.batch_execute(
+        "VACUUM ANALYZE event_rollup_days, event_daily_users, event_daily_type_users, \
+         event_daily_types, event_period_users",
+    ))
+    .unwrap();
+    let q = questions();
+    let (d_since, d_until) = (q.dau.since.unwrap(), q.dau.until.unwrap());
+    let (r_since, r_until) = (
+        q.cohorts.range.since.unwrap(),
+        q.cohorts.range.until.unwrap(),
+    );
+    let day = |t: DateTime<Utc>| t.date_naive();
+    let days_of = |since: DateTime<Utc>, until: DateTime<Utc>| -> Vec<chrono::NaiveDate> {
+        let mut out = Vec::new();
+        let mut d = day(since);
+        while d < day(until) {
+            out.push(d);
+            d = d.succ_opt().unwrap();
+        }
+        out
+    };
+    type Args = Vec<Box<dyn ToSql + Sync + Send>>;
+    let cases: Vec<(&str, &str, Args)> = vec![
+        (
+            "30 days of daily active users, rolled up",
+            "SELECT (r.day::timestamp AT TIME ZONE 'UTC') AS bucket, r.users AS n \
+             FROM event_rollup_days r WHERE r.users > 0 AND r.day = ANY($1) ORDER BY 1",
+            vec![Box::new(days_of(d_since, d_until))],
+        ),
+        (
+            "8 weekly cohorts (by user.signup, any activity), rolled up",
+            "WITH firsts AS (SELECT r.user_id, min(r.day::timestamp AT TIME ZONE 'UTC') AS first_at \
+             FROM event_daily_type_users r WHERE r.event_type = $1 AND r.day = ANY($2) GROUP BY r.user_id), \
+             cohorts AS MATERIALIZED (SELECT f.user_id, date_trunc('week', f.first_at, 'UTC') AS cohort \
+             FROM firsts f WHERE NOT EXISTS (SELECT 1 FROM event_daily_type_users b \
+             WHERE b.event_type = $1 AND b.user_id = f.user_id AND b.day < $3)), \
+             active AS (SELECT r.user_id, date_trunc('week', r.day::timestamp AT TIME ZONE 'UTC', 'UTC') AS bucket \
+             FROM event_daily_users r WHERE r.day = ANY($2)) \
+             SELECT c.cohort, NULL::timestamptz AS bucket, count(*) AS n FROM cohorts c GROUP BY 1 \
+             UNION ALL SELECT c.cohort, a.bucket, count(DISTINCT c.user_id) AS n FROM cohorts c \
+             JOIN active a ON a.user_id = c.user_id AND a.bucket >= c.cohort GROUP BY 1, 2",
+            vec![
+                Box::new("user.signup"),
+                Box::new(days_of(r_since, r_until)),
+                Box::new(day(r_since)),
+            ],
+        ),
+        (
+            "top 10 types over 30 days, rolled up",
+            "SELECT t.event_type, sum(t.events)::int8 AS n FROM event_daily_types t \
+             WHERE t.day = ANY($1) GROUP BY 1 ORDER BY n DESC, t.event_type COLLATE \"C\" LIMIT 10",
+            vec![Box::new(days_of(d_since, d_until))],
+        ),
+    ];
+    for (what, sql, args) in cases {
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = rt
+            .block_on(client.query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &params))
+            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
+        println!("\n=== plan: {what}");
+        for r in rows {
+            let line: String = r.get(0);
+            println!("{line}");
+        }
+    }
+    let mut g = group(c, format!("analytics_{events}_rolled_up"));
+    g.bench_function("dau_30_days", |b| {
+        b.iter(|| {
+            rt.block_on(a.active_users(Period::Day, q.dau, None))
+                .unwrap()
+        })
+    });
+    g.bench_function("wau_4_weeks", |b| {
+        let four_weeks = TimeRange::between(end() - days(28), end());
+        b.iter(|| {
+            rt.block_on(a.active_users(Period::Week, four_weeks, None))
+                .unwrap()
+        })
+    });
+    g.bench_function("retention_8_weekly_cohorts", |b| {
+        b.iter(|| rt.block_on(a.retention(&q.cohorts)).unwrap())
+    });
+    g.bench_function("top_10_types_30_days", |b| {
+        b.iter(|| rt.block_on(a.top_event_types(q.dau, 10)).unwrap())
     });
     g.finish();
 }
@@ -591,6 +703,9 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     latency(&mut c, &rt, &store, events);
+    if std::env::var("DREAMNET_ANALYTICS_ROLLUPS").as_deref() != Ok("0") {
+        rolled_up(&mut c, &rt, &store, &client, events);
+    }
     if std::env::var("DREAMNET_ANALYTICS_WRITES").as_deref() != Ok("0") {
         write_cost(&mut c, &rt, &store, &client);
     }

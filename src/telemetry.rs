@@ -171,6 +171,8 @@ pub const OPERATIONS: &[&str] = &[
     "retention",
     "breakdown",
     "top_event_types",
+    "refresh_rollups",
+    "rebuild_rollups",
     "search_events",
     "search_users",
     "purge_before",

@@ -189,12 +189,19 @@ async function catalog(url: string): Promise<string[]> {
 }
 
 /**
- * Functions the crate's migrations create, which a Drizzle schema cannot
- * declare: push leaves them alone (checks 1 and 2 see them unchanged), and
- * the crate's migrations create them on a database Drizzle made (check 3 has
- * none), so the comparison of catalogs (4) leaves them out.
+ * Functions and triggers the crate's migrations create, which a Drizzle
+ * schema cannot declare: push leaves them alone (checks 1 and 2 see them
+ * unchanged), and the crate's migrations create them on a database Drizzle
+ * made (check 3 has none), so the comparison of catalogs (4) leaves them out.
+ * The triggers are on the crate's own rollup tables, never on a shared one.
  */
-const CRATE_FUNCTIONS = ["function dreamnet_spend_key_credits("];
+const CRATE_FUNCTIONS = [
+  "function dreamnet_spend_key_credits(",
+  "function event_rollups_users_gone(",
+  "function event_rollups_type_users_gone(",
+  "trigger CREATE TRIGGER event_daily_users_gone AFTER DELETE ON public.event_daily_users ",
+  "trigger CREATE TRIGGER event_daily_type_users_gone AFTER DELETE ON public.event_daily_type_users ",
+];
 
 function catalogDiff(expected: string[], actual: string[], withoutCrateFunctions = false): string[] {
   if (withoutCrateFunctions) {

@@ -15,6 +15,7 @@ import { sql } from "drizzle-orm";
 import {
   bigint,
   check,
+  date,
   foreignKey,
   index,
   jsonb,
@@ -283,6 +284,82 @@ export const auditLog = pgTable(
     index("audit_log_actor_idx").on(t.actorKind, t.actorName, t.createdAt, t.id),
     index("audit_log_action_idx").on(t.action, t.createdAt, t.id),
     index("audit_log_subject_idx").on(t.subject).where(sql`${t.subject} IS NOT NULL`),
+  ],
+);
+
+// Daily rollups of `events`, written by the crate's `Analytics::refresh_rollups`
+// (one whole UTC day per transaction) and read by its analytics questions for
+// the days listed in `event_rollup_days`. Services may read them; only the
+// crate writes them. A deleted user's rows go with the user.
+export const eventRollupDays = pgTable("event_rollup_days", {
+  day: date("day").primaryKey(),
+  sealedAt: timestamptz("sealed_at").notNull().defaultNow(),
+  events: bigint("events", { mode: "number" }).notNull(),
+  users: bigint("users", { mode: "number" }).notNull(),
+});
+
+export const eventDailyUsers = pgTable(
+  "event_daily_users",
+  {
+    day: date("day").notNull(),
+    userId: uuid("user_id").notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "event_daily_users_pkey", columns: [t.day, t.userId] }),
+    foreignKey({
+      name: "event_daily_users_user_id_users_id_fk",
+      columns: [t.userId],
+      foreignColumns: [users.id],
+    }).onDelete("cascade"),
+    index("event_daily_users_user_id_day_idx").on(t.userId, t.day),
+  ],
+);
+
+export const eventDailyTypeUsers = pgTable(
+  "event_daily_type_users",
+  {
+    eventType: varchar("event_type", { length: 100 }).notNull(),
+    day: date("day").notNull(),
+    userId: uuid("user_id").notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "event_daily_type_users_pkey", columns: [t.eventType, t.day, t.userId] }),
+    foreignKey({
+      name: "event_daily_type_users_user_id_users_id_fk",
+      columns: [t.userId],
+      foreignColumns: [users.id],
+    }).onDelete("cascade"),
+    index("event_daily_type_users_user_id_idx").on(t.userId, t.eventType, t.day),
+  ],
+);
+
+export const eventDailyTypes = pgTable(
+  "event_daily_types",
+  {
+    day: date("day").notNull(),
+    eventType: varchar("event_type", { length: 100 }).notNull(),
+    events: bigint("events", { mode: "number" }).notNull(),
+    users: bigint("users", { mode: "number" }).notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "event_daily_types_pkey", columns: [t.day, t.eventType] }),
+    check("event_daily_types_events_positive", sql`${t.events} > 0`),
+  ],
+);
+
+// Distinct users per ISO week and calendar month whose days are all rolled
+// up; `event_type` '' for every type.
+export const eventPeriodUsers = pgTable(
+  "event_period_users",
+  {
+    period: varchar("period", { length: 5 }).notNull(),
+    eventType: varchar("event_type", { length: 100 }).notNull(),
+    start: date("start").notNull(),
+    users: bigint("users", { mode: "number" }).notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "event_period_users_pkey", columns: [t.period, t.eventType, t.start] }),
+    check("event_period_users_period_known", sql`${t.period} IN ('week', 'month')`),
   ],
 );
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 use crate::error::Result;
 use crate::model::analytics::RetentionCell;
 use crate::model::{
@@ -73,4 +75,21 @@ pub(crate) trait AnalyticsBackend: Send + Sync + fmt::Debug + 'static {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<User>>;
+
+    /// Rolls up every whole UTC day (from the one holding `from`, if
+    /// given) that ended by `ended_by` and is not rolled up yet, each day
+    /// at once with its events, stamped `now`; returns how many days this
+    /// call rolled up. A backend that keeps no rollups answers every
+    /// question from its events, and returns 0.
+    async fn refresh_rollups(
+        &self,
+        from: Option<DateTime<Utc>>,
+        ended_by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Forgets the rollups of the days `range` touches, so that questions
+    /// read those days from the events again; returns how many days were
+    /// rolled up.
+    async fn forget_rollups(&self, range: TimeRange) -> Result<u64>;
 }

@@ -23,6 +23,11 @@ pub const MAX_FUNNEL_STEPS: usize = 10;
 pub const MAX_FUNNEL_WINDOW: TimeDelta = TimeDelta::days(366);
 /// The largest `top` a breakdown or a top-N list answers with.
 pub const MAX_TOP: usize = 100;
+/// How long after a UTC day ends
+/// [`Analytics::refresh_rollups`](crate::Analytics::refresh_rollups) waits
+/// before rolling it up: one hour, for writes still in flight when the day
+/// ended and for clocks that differ between services.
+pub const ROLLUP_GRACE: TimeDelta = TimeDelta::hours(1);
 /// The longest search text, in bytes.
 pub const MAX_SEARCH_LEN: usize = 256;
 /// The most words an event search matches at once.

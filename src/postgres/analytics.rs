@@ -13,16 +13,19 @@
 //! - `users_display_name_fts_idx`: GIN on
 //!   `to_tsvector('simple', metadata->>'display_name')`, for word prefixes.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::dsl::sql;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types::{Array, BigInt, Bool, Float, Jsonb, Nullable, Text, Timestamptz, Varchar};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Date, Float, Jsonb, Nullable, Text, Timestamptz, Varchar,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::PgBackend;
+use super::rollups::{self, Split};
 use super::schema::users;
 use super::users::UserRow;
 use crate::backend::AnalyticsBackend;
@@ -45,6 +48,8 @@ enum Arg {
     Int(i64),
     Real(f32),
     Id(Uuid),
+    Day(NaiveDate),
+    Days(Vec<NaiveDate>),
 }
 
 /// SQL text with its arguments, numbered as they are pushed.
@@ -91,6 +96,41 @@ impl Sql {
         self
     }
 
+    /// `SELECT user_id, at` of the users active (with an event of
+    /// `event_type`, if given) over `split`: `at` the midnight of a sealed
+    /// day, read from its rollup, or the time of an event elsewhere.
+    fn activity(&mut self, split: &Split, event_type: Option<&EventType>) -> &mut Self {
+        let mut first = true;
+        if !split.days.is_empty() {
+            first = false;
+            self.push("SELECT r.user_id, (r.day::timestamp AT TIME ZONE 'UTC') AS at FROM ");
+            match event_type {
+                Some(t) => self
+                    .push("event_daily_type_users r WHERE r.event_type = ")
+                    .arg(Arg::Text(t.as_str().to_owned()))
+                    .push(" AND"),
+                None => self.push("event_daily_users r WHERE"),
+            };
+            self.push(" r.day = ANY(")
+                .arg(Arg::Days(split.days.clone()))
+                .push(")");
+        }
+        for piece in &split.live {
+            if !std::mem::take(&mut first) {
+                self.push(" UNION ALL ");
+            }
+            self.push(
+                "SELECT e.user_id, e.created_at AS at FROM events e WHERE e.user_id IS NOT NULL",
+            )
+            .filters(*piece, event_type);
+        }
+        if first {
+            // An empty range: nothing is active.
+            self.push("SELECT NULL::uuid AS user_id, NULL::timestamptz AS at WHERE false");
+        }
+        self
+    }
+
     fn query(self) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
         let mut q = diesel::sql_query(self.text).into_boxed::<Pg>();
         for a in self.args {
@@ -100,6 +140,8 @@ impl Sql {
                 Arg::Int(v) => q.bind::<BigInt, _>(v),
                 Arg::Real(v) => q.bind::<Float, _>(v),
                 Arg::Id(v) => q.bind::<diesel::sql_types::Uuid, _>(v),
+                Arg::Day(v) => q.bind::<Date, _>(v),
+                Arg::Days(v) => q.bind::<Array<Date>, _>(v),
             };
         }
         q
@@ -164,20 +206,92 @@ struct HitRow {
     rank: f32,
 }
 
+/// Active users per bucket, on one snapshot: buckets wholly in range and
+/// rolled up as a whole (a day, week or month) read their stored count;
+/// the rest of the range counts distinct users over the rollups of its
+/// sealed days and `events` elsewhere.
 async fn active_users(
     conn: &mut AsyncPgConnection,
     period: Period,
     range: TimeRange,
     event_type: Option<&EventType>,
 ) -> Result<Vec<ActiveUsers>> {
-    let mut q = Sql::new("SELECT date_trunc(");
-    q.arg(Arg::Text(period.as_sql().to_owned()))
-        .push(
-            ", e.created_at, 'UTC') AS bucket, count(DISTINCT e.user_id) AS n \
-             FROM events e WHERE e.user_id IS NOT NULL",
-        )
-        .filters(range, event_type)
-        .push(" GROUP BY 1 ORDER BY 1");
+    rollups::one_snapshot!(conn, active_users_in(conn, period, range, event_type).await)
+}
+
+async fn active_users_in(
+    conn: &mut AsyncPgConnection,
+    period: Period,
+    range: TimeRange,
+    event_type: Option<&EventType>,
+) -> Result<Vec<ActiveUsers>> {
+    let days = rollups::sealed_days(conn, range).await?;
+    let next = |start: NaiveDate| match period {
+        Period::Day => start + chrono::Days::new(1),
+        Period::Week => start + chrono::Days::new(7),
+        Period::Month => start + chrono::Months::new(1),
+    };
+    let candidates = match period {
+        Period::Day => days.clone(),
+        Period::Week | Period::Month => {
+            rollups::sealed_periods(conn, period.as_sql(), range).await?
+        }
+    };
+    let rolled: Vec<NaiveDate> = candidates
+        .into_iter()
+        .filter(|b| rollups::within(range, rollups::start_of(*b), rollups::start_of(next(*b))))
+        .collect();
+    let rest = rollups::outside(
+        range,
+        rolled
+            .iter()
+            .map(|b| (rollups::start_of(*b), rollups::start_of(next(*b)))),
+    );
+    let mut split = Split::default();
+    for piece in rest {
+        let part = rollups::split(piece, &days);
+        split.days.extend(part.days);
+        split.live.extend(part.live);
+    }
+    let mut q = Sql::new(
+        "SELECT bucket, n FROM (SELECT NULL::timestamptz AS bucket, 0::int8 AS n WHERE false",
+    );
+    if !rolled.is_empty() {
+        match (period, event_type) {
+            (Period::Day, None) => q.push(
+                " UNION ALL SELECT (r.day::timestamp AT TIME ZONE 'UTC'), r.users \
+                 FROM event_rollup_days r WHERE r.users > 0 AND r.day = ANY(",
+            ),
+            (Period::Day, Some(t)) => q
+                .push(
+                    " UNION ALL SELECT (r.day::timestamp AT TIME ZONE 'UTC'), r.users \
+                     FROM event_daily_types r WHERE r.users > 0 AND r.event_type = ",
+                )
+                .arg(Arg::Text(t.as_str().to_owned()))
+                .push(" AND r.day = ANY("),
+            (_, t) => q
+                .push(
+                    " UNION ALL SELECT (r.start::timestamp AT TIME ZONE 'UTC'), r.users \
+                     FROM event_period_users r WHERE r.users > 0 AND r.period = ",
+                )
+                .arg(Arg::Text(period.as_sql().to_owned()))
+                .push(" AND r.event_type = ")
+                .arg(Arg::Text(
+                    t.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                ))
+                .push(" AND r.start = ANY("),
+        }
+        .arg(Arg::Days(rolled))
+        .push(")");
+    }
+    if !split.live.is_empty() || !split.days.is_empty() {
+        q.push(" UNION ALL SELECT date_trunc(")
+            .arg(Arg::Text(period.as_sql().to_owned()))
+            .push(", a.at, 'UTC') AS bucket, count(DISTINCT a.user_id) AS n FROM (")
+            .activity(&split, event_type)
+            .push(") a GROUP BY 1");
+    }
+    q.push(") x ORDER BY 1");
     let rows: Vec<BucketRow> = q.query().load(conn).await?;
     Ok(rows
         .into_iter()
@@ -224,27 +338,50 @@ async fn funnel(conn: &mut AsyncPgConnection, funnel: &Funnel) -> Result<Vec<u64
     Ok(row.counts.into_iter().map(|n| n as u64).collect())
 }
 
+/// Cohorts from each user's first activity in range (of the cohort type),
+/// unless the user had one before the range; activity per bucket from the
+/// rollups of sealed days and `events` elsewhere (see [`Sql::activity`]).
 async fn retention(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<RetentionCell>> {
-    let mut q = Sql::new(
-        "WITH firsts AS (SELECT e.user_id, min(e.created_at) AS first_at FROM events e WHERE e.user_id IS NOT NULL",
-    );
-    q.filters(r.range, r.cohort_event.as_ref())
-        .push(" GROUP BY e.user_id), cohorts AS (SELECT f.user_id, date_trunc(")
+    rollups::one_snapshot!(conn, retention_in(conn, r).await)
+}
+
+async fn retention_in(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<RetentionCell>> {
+    let split = rollups::plan(conn, r.range).await?;
+    // What came before the range: sealed days from the rollups (their rows
+    // exist exactly for sealed days), the rest from `events`.
+    let since = r.range.since.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let before = rollups::plan(conn, TimeRange::until(since)).await?;
+    let mut q = Sql::new("WITH firsts AS (SELECT a.user_id, min(a.at) AS first_at FROM (");
+    q.activity(&split, r.cohort_event.as_ref())
+        .push(") a GROUP BY a.user_id), cohorts AS MATERIALIZED (SELECT f.user_id, date_trunc(")
         .arg(Arg::Text(r.period.as_sql().to_owned()));
     let period = q.args.len();
-    q.push(
-        ", f.first_at, 'UTC') AS cohort FROM firsts f WHERE NOT EXISTS \
-         (SELECT 1 FROM events e WHERE e.user_id = f.user_id",
-    )
-    .filters(TimeRange::until(r.range.since.unwrap_or(DateTime::<Utc>::MIN_UTC)), r.cohort_event.as_ref())
-    .push(&format!(
-        ")), active AS (SELECT DISTINCT e.user_id, date_trunc(${period}, e.created_at, 'UTC') AS bucket \
-         FROM events e WHERE e.user_id IS NOT NULL"
+    q.push(", f.first_at, 'UTC') AS cohort FROM firsts f WHERE true");
+    if !before.days.is_empty() {
+        q.push(" AND NOT EXISTS (SELECT 1 FROM ");
+        match &r.cohort_event {
+            Some(t) => q
+                .push("event_daily_type_users b WHERE b.event_type = ")
+                .arg(Arg::Text(t.as_str().to_owned()))
+                .push(" AND"),
+            None => q.push("event_daily_users b WHERE"),
+        };
+        q.push(" b.user_id = f.user_id AND b.day < ")
+            .arg(Arg::Day(rollups::day_of(since)))
+            .push(")");
+    }
+    for piece in &before.live {
+        q.push(" AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = f.user_id")
+            .filters(*piece, r.cohort_event.as_ref())
+            .push(")");
+    }
+    q.push(&format!(
+        "), active AS (SELECT a.user_id, date_trunc(${period}, a.at, 'UTC') AS bucket FROM ("
     ))
-    .filters(r.range, r.active_event.as_ref())
+    .activity(&split, r.active_event.as_ref())
     .push(
-        ") SELECT c.cohort, NULL::timestamptz AS bucket, count(*) AS n FROM cohorts c GROUP BY 1 \
-         UNION ALL SELECT c.cohort, a.bucket, count(*) AS n FROM cohorts c \
+        ") a) SELECT c.cohort, NULL::timestamptz AS bucket, count(*) AS n FROM cohorts c GROUP BY 1 \
+         UNION ALL SELECT c.cohort, a.bucket, count(DISTINCT c.user_id) AS n FROM cohorts c \
          JOIN active a ON a.user_id = c.user_id AND a.bucket >= c.cohort GROUP BY 1, 2",
     );
     let rows: Vec<CellRow> = q.query().load(conn).await?;
@@ -306,9 +443,30 @@ async fn top_event_types(
     range: TimeRange,
     top: usize,
 ) -> Result<Vec<TypeCount>> {
-    let mut q = Sql::new("SELECT e.event_type, count(*) AS n FROM events e WHERE true");
-    q.filters(range, None)
-        .push(" GROUP BY 1 ORDER BY n DESC, e.event_type COLLATE \"C\" LIMIT ")
+    rollups::one_snapshot!(conn, top_event_types_in(conn, range, top).await)
+}
+
+async fn top_event_types_in(
+    conn: &mut AsyncPgConnection,
+    range: TimeRange,
+    top: usize,
+) -> Result<Vec<TypeCount>> {
+    let split = rollups::plan(conn, range).await?;
+    let mut q = Sql::new(
+        "SELECT x.event_type, sum(x.n)::int8 AS n FROM (\
+         SELECT NULL::varchar AS event_type, 0::int8 AS n WHERE false",
+    );
+    if !split.days.is_empty() {
+        q.push(" UNION ALL SELECT t.event_type, t.events AS n FROM event_daily_types t WHERE t.day = ANY(")
+            .arg(Arg::Days(split.days.clone()))
+            .push(")");
+    }
+    for piece in &split.live {
+        q.push(" UNION ALL SELECT e.event_type, count(*) AS n FROM events e WHERE true")
+            .filters(*piece, None)
+            .push(" GROUP BY 1");
+    }
+    q.push(" ) x GROUP BY 1 ORDER BY n DESC, x.event_type COLLATE \"C\" LIMIT ")
         .arg(Arg::Int(top as i64));
     let rows: Vec<TypeRow> = q.query().load(conn).await?;
     Ok(rows
@@ -486,5 +644,18 @@ impl AnalyticsBackend for PgBackend {
         limit: usize,
     ) -> Result<Vec<User>> {
         on_replica!(self, search_users, text, after, limit)
+    }
+
+    async fn refresh_rollups(
+        &self,
+        from: Option<DateTime<Utc>>,
+        ended_by: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        on_write!(self, rollups::refresh, from, ended_by, now)
+    }
+
+    async fn forget_rollups(&self, range: TimeRange) -> Result<u64> {
+        on_write!(self, rollups::forget, range)
     }
 }

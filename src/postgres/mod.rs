@@ -23,6 +23,33 @@ macro_rules! on_conn {
     }};
 }
 
+/// One batch of a purge, and the rollups of the days it touched forgotten
+/// with it (in one transaction, under the rollups' lock), so no question
+/// reads a rollup of events that are gone: those days are read from
+/// `events` until `refresh_rollups` rolls them up again.
+async fn purge_and_forget(
+    conn: &mut diesel_async::AsyncPgConnection,
+    before: DateTime<Utc>,
+    from: Option<DateTime<Utc>>,
+    event_type: Option<&EventType>,
+    limit: usize,
+) -> Result<(u64, Option<DateTime<Utc>>)> {
+    use diesel_async::AsyncConnection as _;
+    conn.transaction(async move |conn| {
+        rollups::lock(conn).await?;
+        let (n, last) = events::purge(conn, before, from, event_type, limit).await?;
+        if let Some(last) = last {
+            let touched = TimeRange {
+                since: from,
+                until: Some(last + chrono::TimeDelta::microseconds(1)),
+            };
+            rollups::forget(conn, touched).await?;
+        }
+        Ok((n, last))
+    })
+    .await
+}
+
 /// [`on_conn!`] for a write: with read replicas, also remembers the
 /// write's WAL position so this store's next reads see it.
 macro_rules! on_write {
@@ -128,6 +155,7 @@ mod migrate;
 mod pooler;
 mod replicas;
 mod roles;
+mod rollups;
 #[rustfmt::skip]
 #[allow(missing_docs)]
 mod schema;
@@ -599,7 +627,7 @@ impl Backend for PgBackend {
         event_type: Option<&EventType>,
         limit: usize,
     ) -> Result<(u64, Option<DateTime<Utc>>)> {
-        on_conn!(self, events::purge, before, from, event_type, limit)
+        on_conn!(self, purge_and_forget, before, from, event_type, limit)
     }
 
     /// Applies pending migrations over a dedicated connection (made like

@@ -193,6 +193,65 @@ impl Analytics<'_> {
         .await
     }
 
+    /// Rolls up every whole UTC day that ended at least [`ROLLUP_GRACE`]
+    /// ago and is not rolled up yet, from the oldest event's day on, each
+    /// day in one statement of its own (so the first call over a long
+    /// history is a batched backfill, and an interrupted one loses nothing);
+    /// returns how many days this call rolled up. Run it from a periodic job
+    /// (hourly is plenty); stores sharing a database may run it at once,
+    /// each day is rolled up once.
+    ///
+    /// With PostgreSQL, [`active_users`](Self::active_users),
+    /// [`retention`](Self::retention) and
+    /// [`top_event_types`](Self::top_event_types) then read the rolled-up
+    /// days of their range from the daily rollup tables (who was active
+    /// each day, per type, and events per type) instead of every event,
+    /// and the rest of the range (partial days at its ends, days not
+    /// rolled up yet) from `events`, so their answers are the same with or
+    /// without rollups. Not running it costs speed, never correctness. The
+    /// rollups are written by the crate alone (no trigger on `events`): the
+    /// other services' writes cost nothing more.
+    ///
+    /// What a rollup does not follow: an event written into, or deleted
+    /// from, a day after it was rolled up (an import with old timestamps,
+    /// a delete by another service). Call
+    /// [`rebuild_rollups`](Self::rebuild_rollups) over such days. The
+    /// crate's own [`purge_before`](crate::Events::purge_before) forgets
+    /// the rollups of the days it purges first, and a deleted user's rows
+    /// go with the user (a foreign key with `ON DELETE CASCADE`).
+    ///
+    /// The in-memory backend answers every question from its events,
+    /// keeps no rollups and returns 0.
+    ///
+    /// [`ROLLUP_GRACE`]: crate::ROLLUP_GRACE
+    pub async fn refresh_rollups(&self) -> Result<u64> {
+        traced(site!("refresh_rollups", "events"), async {
+            let now = self.store.now();
+            self.backend()
+                .refresh_rollups(None, now - crate::model::ROLLUP_GRACE, now)
+                .await
+        })
+        .await
+    }
+
+    /// Rolls up again the days `range` touches (bounded): forgets their
+    /// rollups, so questions read them from `events` at once, then rolls
+    /// them up from what `events` holds now (days that ended less than
+    /// [`ROLLUP_GRACE`](crate::ROLLUP_GRACE) ago stay unrolled). Returns
+    /// how many days were rolled up. For days whose events changed after
+    /// they were rolled up (see [`refresh_rollups`](Self::refresh_rollups)).
+    pub async fn rebuild_rollups(&self, range: TimeRange) -> Result<u64> {
+        traced(site!("rebuild_rollups", "events"), async {
+            let (since, until) = bounded(range)?;
+            let backend = self.backend();
+            backend.forget_rollups(range).await?;
+            let now = self.store.now();
+            let ended_by = until.min(now - crate::model::ROLLUP_GRACE);
+            backend.refresh_rollups(Some(since), ended_by, now).await
+        })
+        .await
+    }
+
     /// A page of at most `limit` (1 to 1000) events whose payload's string
     /// values hold every word of the search (see [`EventSearch`]), in its
     /// order, after `after` (the previous page's [`SearchPage::next`]).

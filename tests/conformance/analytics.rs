@@ -725,3 +725,161 @@ pub async fn search_users_by_email_wallet_and_display_name(store: &Store, clock:
     assert!(search("b%m", 10).await.is_empty());
     assert!(search("nobody", 10).await.is_empty());
 }
+
+/// Every question that rollups serve, over ranges that cut days, weeks and
+/// months, as one comparable value.
+async fn rolled_up_questions(store: &Store) -> Vec<String> {
+    let a = store.analytics();
+    let h = Duration::hours;
+    let view = event_type("page.view");
+    let signup = event_type("user.signup");
+    let cut = TimeRange::between(d0() + day(1) + h(5), d0() + day(20) + h(3));
+    let weeks = TimeRange::between(d0() - day(7), d0() + day(28));
+    let months = TimeRange::between(d0() - day(14), d0() + day(40));
+    let mut out = Vec::new();
+    for (period, range, kind) in [
+        (Period::Day, cut, None),
+        (Period::Day, cut, Some(&view)),
+        (Period::Week, weeks, None),
+        (Period::Week, cut, Some(&view)),
+        (Period::Month, months, None),
+        (Period::Month, months, Some(&signup)),
+    ] {
+        let answer = a.active_users(period, range, kind).await.unwrap();
+        out.push(format!(
+            "{period:?} {kind:?}: {:?}",
+            users_per_bucket(&answer)
+        ));
+    }
+    for retention in [
+        Retention::new(Period::Week, TimeRange::between(d0(), d0() + day(28))),
+        Retention::new(Period::Week, cut)
+            .cohort_event(signup.clone())
+            .active_event(view.clone()),
+        Retention::new(Period::Month, months),
+    ] {
+        out.push(format!("{:?}", a.retention(&retention).await.unwrap()));
+    }
+    for range in [cut, months] {
+        out.push(format!("{:?}", a.top_event_types(range, 3).await.unwrap()));
+    }
+    out
+}
+
+/// Weekly active users over the tests' four weeks from `d0`.
+async fn weekly(store: &Store) -> Vec<u64> {
+    let range = TimeRange::between(d0(), d0() + day(28));
+    let answer = store
+        .analytics()
+        .active_users(Period::Week, range, None)
+        .await
+        .unwrap();
+    answer.iter().map(|a| a.users).collect()
+}
+
+/// Rolling up days changes no answer: before and after `refresh_rollups`,
+/// after a user is deleted (by another service, where there is SQL), and
+/// after a purge, the answers are those a rebuild from the events gives.
+pub async fn rollups_change_no_answer(h: &Harness, clock: &ManualClock) {
+    let store: &Store = h;
+    let users = [
+        user(store, "ann").await.id,
+        user(store, "bob").await.id,
+        user(store, "cat").await.id,
+        user(store, "dan").await.id,
+    ];
+    // Six weeks from two weeks before d0, at hours that vary; bob every
+    // day, the others in a fixed pattern; some events without a user.
+    for i in 0..42i64 {
+        let t = d0() - day(14) + day(i) + Duration::hours(1 + i % 20);
+        at(store, clock, t, "page.view", Some(users[1]), json!({})).await;
+        let other = users[[0, 2, 3][(i % 3) as usize]];
+        let kind = ["user.signup", "api.call", "page.view"][(i % 4) as usize % 3];
+        at(
+            store,
+            clock,
+            t + Duration::minutes(7),
+            kind,
+            Some(other),
+            json!({}),
+        )
+        .await;
+        if i % 5 == 0 {
+            at(
+                store,
+                clock,
+                t + Duration::minutes(9),
+                "page.view",
+                None,
+                json!({}),
+            )
+            .await;
+        }
+    }
+    let before = rolled_up_questions(store).await;
+    clock.set(d0() + day(60));
+    let sealed = store.analytics().refresh_rollups().await.unwrap();
+    if h.sql().await.is_some() {
+        assert!(sealed >= 42, "every day with events is rolled up: {sealed}");
+    } else {
+        assert_eq!(sealed, 0, "the in-memory backend keeps no rollups");
+    }
+    assert_eq!(store.analytics().refresh_rollups().await.unwrap(), 0);
+    assert_eq!(rolled_up_questions(store).await, before, "after rolling up");
+
+    // bob is active every week; his deletion takes him out of every count.
+    let weeks_before = weekly(store).await;
+    match h.sql().await {
+        Some(db) => {
+            db.execute(
+                "UPDATE events SET user_id = NULL WHERE user_id = $1",
+                &[&users[1]],
+            )
+            .await
+            .unwrap();
+            db.execute("DELETE FROM users WHERE id = $1", &[&users[1]])
+                .await
+                .unwrap();
+        }
+        None => store.users().delete(users[1]).await.unwrap(),
+    }
+    let weeks_after = weekly(store).await;
+    assert_eq!(
+        weeks_after,
+        weeks_before.iter().map(|n| n - 1).collect::<Vec<_>>(),
+        "a deleted user leaves the rolled-up weeks"
+    );
+    let after_delete = rolled_up_questions(store).await;
+    let everything = TimeRange::between(d0() - day(30), d0() + day(60));
+    store.analytics().rebuild_rollups(everything).await.unwrap();
+    assert_eq!(
+        rolled_up_questions(store).await,
+        after_delete,
+        "after a user's deletion"
+    );
+
+    // A purge forgets the days it touches; a refresh rolls them up again.
+    store
+        .events()
+        .purge_before(d0() + day(3) + Duration::hours(12))
+        .run()
+        .await
+        .unwrap();
+    let after_purge = rolled_up_questions(store).await;
+    assert_ne!(
+        after_purge, after_delete,
+        "the purge removed counted events"
+    );
+    store.analytics().refresh_rollups().await.unwrap();
+    assert_eq!(
+        rolled_up_questions(store).await,
+        after_purge,
+        "after a purge"
+    );
+    store.analytics().rebuild_rollups(everything).await.unwrap();
+    assert_eq!(
+        rolled_up_questions(store).await,
+        after_purge,
+        "after a rebuild"
+    );
+}

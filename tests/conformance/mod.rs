@@ -129,6 +129,7 @@ macro_rules! conformance_tests {
                 retention_by_weekly_cohort,
                 breakdown_by_payload_key_with_top_rest_and_missing,
                 top_event_types_in_a_range,
+                rollups_change_no_answer,
                 analytics_input_is_validated,
                 search_events_by_words_ranked_with_pages,
                 search_users_by_email_wallet_and_display_name,
