@@ -276,11 +276,13 @@ async fn seal_periods(conn: &mut AsyncPgConnection) -> Result<u64> {
                     "WITH ok AS (SELECT 1 FROM event_rollup_days WHERE day >= $2 AND day < $3 \
                        HAVING count(*) = $3 - $2), \
                      ins AS (INSERT INTO event_period_users (period, start, event_type, users) \
-                       SELECT $1, $2, '', count(DISTINCT user_id) FROM event_daily_users, ok \
-                       WHERE day >= $2 AND day < $3 \
-                       UNION ALL SELECT $1, $2, event_type, count(DISTINCT user_id) \
-                       FROM event_daily_type_users, ok WHERE day >= $2 AND day < $3 \
-                       GROUP BY event_type \
+                       SELECT $1, $2, '', c.n FROM ok, (SELECT count(DISTINCT user_id) AS n \
+                         FROM event_daily_users WHERE day >= $2 AND day < $3) c \
+                       UNION ALL SELECT $1, $2, t.event_type, (SELECT count(DISTINCT u.user_id) \
+                         FROM event_daily_type_users u WHERE u.event_type = t.event_type \
+                         AND u.day >= $2 AND u.day < $3) \
+                       FROM (SELECT DISTINCT event_type FROM event_daily_types \
+                         WHERE day >= $2 AND day < $3) t, ok \
                        ON CONFLICT DO NOTHING RETURNING event_type) \
                      SELECT count(*) FILTER (WHERE event_type = '') AS sealed FROM ins",
                 )

@@ -817,6 +817,11 @@ pub async fn rollups_change_no_answer(h: &Harness, clock: &ManualClock) {
         }
     }
     let before = rolled_up_questions(store).await;
+    // Mid-week and mid-month, inside the events: part of a week and of a
+    // month rolled up, the rest read from the events.
+    clock.set(d0() + day(10) + Duration::hours(3));
+    store.analytics().refresh_rollups().await.unwrap();
+    assert_eq!(rolled_up_questions(store).await, before, "partly rolled up");
     clock.set(d0() + day(60));
     let sealed = store.analytics().refresh_rollups().await.unwrap();
     if h.sql().await.is_some() {
