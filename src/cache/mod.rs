@@ -124,6 +124,8 @@ mod keys;
 mod local;
 #[cfg(all(test, feature = "redis", feature = "memory"))]
 mod tests;
+#[cfg(feature = "redis")]
+mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
