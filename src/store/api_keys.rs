@@ -207,11 +207,18 @@ impl ApiKeys<'_> {
     /// The record itself may come from the Redis cache, which every change
     /// of the key (revoke, disable, enable, permissions, details, credits,
     /// rate limits) invalidates before the change returns, so the next
-    /// verification anywhere sees it. Credits are spent with one atomic
-    /// statement in the database (never from a cached count): across every
-    /// process, a budget of N accepts exactly N. Rate limits are as shared
-    /// as the limiter (Redis: every process). Usage counts and `last_used`
-    /// are buffered (see [`usage`](Self::usage)).
+    /// verification anywhere sees it. Without the cache, credits are spent
+    /// with one atomic statement in the database. Behind the Redis cache,
+    /// the whole verification is one Lua script (one round trip): it reads
+    /// the cached record, refuses before taking anything, applies the rate
+    /// limits (when the key limiter is a Redis limiter on the cache's
+    /// Redis) and spends credits held in Redis, seeded from the database on
+    /// first use and written back in the usage flush. Either way, across
+    /// every process, a budget of N accepts exactly N; behind the cache, a
+    /// Redis that loses a balance can overspend it by the spends not yet
+    /// written back (see the README's key policy section). Rate limits are
+    /// as shared as the limiter (Redis: every process). Usage counts and
+    /// `last_used` are buffered (see [`usage`](Self::usage)).
     ///
     /// Keys without a policy pass every check but permissions (they hold
     /// none).
