@@ -283,8 +283,9 @@ async fn round_trips(
     const N: usize = 500;
     let pg = common::raw(db_url).await;
     let xacts = || async {
-        // A backend reports its counts when it goes idle, within a second.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // An idle backend reports its counts within PostgreSQL's idle
+        // statistics interval (10 s).
+        tokio::time::sleep(Duration::from_secs(11)).await;
         let _ = pg.query("SELECT pg_stat_clear_snapshot()", &[]).await;
         pg.query_one(
             "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
