@@ -13,6 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::TimeZone;
 use common::private_redis::PrivateRedis;
 
 use dreamnet_db::{
@@ -747,4 +748,95 @@ async fn limits_in_the_script_share_the_limiters_cells() {
         Some(KeyRejection::RateLimited { .. })
     ));
     assert!(!limiter.check(&name).await.unwrap().allowed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refills_in_redis_are_written_back_and_seed_the_next_balance() {
+    let Some((db, redis)) = setup().await else {
+        return;
+    };
+    let start = chrono::Utc
+        .with_ymd_and_hms(2031, 5, 17, 22, 0, 0)
+        .single()
+        .unwrap();
+    let clock = dreamnet_db::ManualClock::new(start);
+    let cached = |prefix: String| {
+        db.store_with(
+            Store::builder()
+                .clock(clock.clone())
+                .redis_url(&redis)
+                .cache_prefix(prefix)
+                .redis_timeout(Duration::from_secs(10)),
+        )
+    };
+    let a = cached(prefix()).await;
+    let issued = key_with(
+        &a,
+        KeyPolicy::new()
+            .credits(2)
+            .refill(dreamnet_db::Refill::daily(5)),
+    )
+    .await;
+    let id = issued.key.id;
+    let secret = issued.secret.expose_secret();
+    let verify = |s: &Store| {
+        let s = s.clone();
+        async move {
+            let v = s.api_keys().verify(secret, &KeyCheck::new()).await.unwrap();
+            (v.rejection, v.credits_remaining)
+        }
+    };
+    assert_eq!(verify(&a).await, (None, Some(1)));
+    assert_eq!(verify(&a).await, (None, Some(0)));
+    assert_eq!(
+        verify(&a).await,
+        (Some(KeyRejection::UsageExceeded), Some(0))
+    );
+    // Midnight UTC: the balance is set back to 5, then spent from.
+    clock.advance(chrono::Duration::hours(3));
+    assert_eq!(verify(&a).await, (None, Some(4)));
+    a.api_keys().flush_usage().await.unwrap();
+    let client = common::client(&db.url).await;
+    let row = client
+        .query_one(
+            "SELECT credits, last_refill_at FROM api_key_policies WHERE key_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let day = chrono::Utc
+        .with_ymd_and_hms(2031, 5, 18, 0, 0, 0)
+        .single()
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 4);
+    assert_eq!(row.get::<_, chrono::DateTime<chrono::Utc>>(1), day);
+    // A store on a fresh prefix seeds its balance from what was written
+    // back: no second refill the same day.
+    let b = cached(prefix()).await;
+    assert_eq!(verify(&b).await, (None, Some(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_verifications_spend_in_postgres() {
+    let Some(db) = common::pg_db().await else {
+        return;
+    };
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let (a, _b) = two_stores(&db, &redis.url(), true).await;
+    let issued = key_with(&a, KeyPolicy::new().credits(10)).await;
+    let id = issued.key.id;
+    let secret = issued.secret.expose_secret();
+    for left in [9, 8] {
+        let v = a.api_keys().verify(secret, &KeyCheck::new()).await.unwrap();
+        assert_eq!(v.credits_remaining, Some(left));
+    }
+    a.api_keys().flush_usage().await.unwrap();
+    redis.kill();
+    // Step by step: the record from PostgreSQL, the spend there.
+    let v = a.api_keys().verify(secret, &KeyCheck::new()).await.unwrap();
+    assert!(v.is_valid());
+    assert_eq!(v.credits_remaining, Some(7));
+    assert_eq!(stored_credits(&db, id).await.0, 7);
 }
