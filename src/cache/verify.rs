@@ -401,6 +401,7 @@ impl super::backend::CachedBackend {
         // Decisions of limits the store's own limiter applied.
         let mut applied: Option<Vec<(String, RateLimitDecision)>> = None;
         let mut waited: Option<Instant> = None;
+        let mut first = true;
         loop {
             let mode = match (&applied, req.limits_in_script) {
                 (Some(_), _) => 2,
@@ -419,9 +420,10 @@ impl super::backend::CachedBackend {
                 return Ok(None);
             };
             let decode = |json: &str| serde_json::from_str::<ApiKey>(json).ok();
-            if given.is_none() && !matches!(answer, Answer::NoRecord) {
+            if first && given.is_none() && !matches!(answer, Answer::NoRecord) {
                 self.count_hit();
             }
+            first = false;
             match answer {
                 Answer::NoRecord => {
                     if given.is_some() {
@@ -486,8 +488,12 @@ impl super::backend::CachedBackend {
                     if started.elapsed() > SEED_WAIT {
                         return Ok(None);
                     }
-                    if !self.seed(&key).await? {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    match self.seed(&key).await? {
+                        Seed::Done => {}
+                        Seed::Busy => tokio::time::sleep(Duration::from_millis(2)).await,
+                        // The record is older than a change of the budget
+                        // (its invalidation is on its way): step by step.
+                        Seed::NoBudget => return Ok(None),
                     }
                 }
                 Answer::Limited(json, raw) => {
@@ -582,23 +588,32 @@ impl super::backend::CachedBackend {
     }
 
     /// Seeds `key`'s balance from the database under the balance's fill
-    /// lease. `false` if another process holds the lease (it is seeding).
-    async fn seed(&self, key: &ApiKey) -> Result<bool> {
+    /// lease.
+    async fn seed(&self, key: &ApiKey) -> Result<Seed> {
         let cache = self.cache();
         let name = cache.keys().key_credits(key.id);
         let Some(lease) = cache.lease(&name).await else {
-            return Ok(false);
+            return Ok(Seed::Busy);
         };
         let Some(state) = self.inner().key_credit_state(key.id).await? else {
-            // The database has no budget for it: the record is older than
-            // a change whose invalidation is on its way.
-            return Ok(false);
+            return Ok(Seed::NoBudget);
         };
         cache
             .seed_balance(lease, &balance(&state), BALANCE_TTL)
             .await;
-        Ok(true)
+        Ok(Seed::Done)
     }
+}
+
+/// What seeding a balance came to.
+enum Seed {
+    /// Written (or found written, or refused by an invalidation): run the
+    /// script again.
+    Done,
+    /// Another process holds the lease: it is seeding.
+    Busy,
+    /// The database has no budget for the key.
+    NoBudget,
 }
 
 /// The script's decisions, named after the key's limits in order.
