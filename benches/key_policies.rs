@@ -7,6 +7,12 @@
 //!   `SELECT` by hash (and a `validate` on PostgreSQL);
 //! - in memory.
 //!
+//! Then the round trips of each full verification are counted on the wire:
+//! Redis commands sent by the store (`MONITOR`) and PostgreSQL
+//! transactions in the benchmark's database (`pg_stat_database`). Behind
+//! the cache, a verification is one script call and spends its credit in
+//! Redis; PostgreSQL sees only the batched write-back.
+//!
 //! ```text
 //! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo bench --features redis,memory --bench key_policies
 //! ```
@@ -249,12 +255,86 @@ fn run(rt: &Runtime, db_url: &str, redis_url: &str, prefix: &str) {
     });
     g.finish();
     c.final_summary();
+    rt.block_on(round_trips(
+        &cached, &plain, &secret, redis_url, prefix, db_url,
+    ));
     rt.block_on(async {
         for s in [&cached, &plain, &memory] {
             s.shutdown().await.unwrap();
         }
     });
     println!("cache: {:?}", cached.cache_stats().unwrap());
+}
+
+/// Verifications counted on the wire: Redis commands sent by clients
+/// (`MONITOR`, leaving out the commands scripts run) that name the
+/// benchmark's prefix, and PostgreSQL transactions in the benchmark's own
+/// database (`pg_stat_database`, which includes the batched usage
+/// flushes), each per verification, over `N` verifications in a row.
+async fn round_trips(
+    cached: &Store,
+    plain: &Store,
+    secret: &str,
+    redis_url: &str,
+    prefix: &str,
+    db_url: &str,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    const N: usize = 500;
+    let pg = common::raw(db_url).await;
+    let xacts = || async {
+        // An idle backend reports its counts within PostgreSQL's idle
+        // statistics interval (10 s).
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let _ = pg.query("SELECT pg_stat_clear_snapshot()", &[]).await;
+        pg.query_one(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let addr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    for (label, store) in [("Redis-cached", cached), ("PostgreSQL only", plain)] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+        let before = xacts().await;
+        for _ in 0..N {
+            assert!(
+                store
+                    .api_keys()
+                    .verify(secret, &check())
+                    .await
+                    .unwrap()
+                    .is_valid()
+            );
+        }
+        store.api_keys().flush_usage().await.unwrap();
+        let after = xacts().await;
+        let mut sent = 0usize;
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        {
+            if !line.contains(" lua] ") && line.contains(prefix) {
+                sent += 1;
+            }
+        }
+        // The two `xacts` queries are this function's own.
+        let statements = (after - before - 2).max(0) as f64;
+        println!(
+            "round trips per full verification, {label}: Redis {:.3}, PostgreSQL {:.3} \
+             (over {N}, the usage flush included)",
+            sent as f64 / N as f64,
+            statements / N as f64,
+        );
+    }
 }
 
 async fn drop_prefix(redis_url: &str, prefix: &str) {

@@ -205,6 +205,11 @@ export const apiKeyPolicies = pgTable(
     // [{ name, emission_us, burst }]
     rateLimits: jsonb("rate_limits").notNull().default([]),
     updatedAt: timestamptz("updated_at").notNull().defaultNow(),
+    // Credits held in Redis: the budget's version (moved by each
+    // replacement) and the spends counted in `credits`, so write-backs
+    // land only for their version and only when newer.
+    creditsVersion: bigint("credits_version", { mode: "number" }).notNull().default(0),
+    creditsSeq: bigint("credits_seq", { mode: "number" }).notNull().default(0),
   },
   (t) => [
     foreignKey({

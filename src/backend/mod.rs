@@ -47,12 +47,60 @@ pub(crate) struct UsageBatch {
     /// Counts to add: key, hour (UTC, truncated), outcome, count. At most
     /// one entry per (key, hour, outcome).
     pub counts: Vec<(Uuid, DateTime<Utc>, KeyOutcome, u64)>,
+    /// Key balances held in Redis, written back: each lands only for the
+    /// budget version it was spent against, and only if it counts more
+    /// spends than what is stored. At most one entry per key.
+    pub credits: Vec<CreditWrite>,
 }
 
 impl UsageBatch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.last_used.is_empty() && self.counts.is_empty()
+        self.last_used.is_empty() && self.counts.is_empty() && self.credits.is_empty()
     }
+}
+
+/// A key's budget as the database holds it, with the counters that keep a
+/// balance held in Redis honest: `version` moves with every replacement of
+/// the budget, `seq` counts the spends written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreditState {
+    pub remaining: i64,
+    pub refilled_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub seq: i64,
+}
+
+/// A balance held in Redis, to write back: the key, the budget version it
+/// was seeded from, and the state after `seq` spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreditWrite {
+    pub key: Uuid,
+    pub version: i64,
+    pub seq: i64,
+    pub remaining: i64,
+    pub refilled_at: Option<DateTime<Utc>>,
+}
+
+/// What the store asks of a backend that can verify a key in one step
+/// (the Redis cache): the presented key's hash, the check, the store's
+/// time, its key rate limiter, and the limiter's prefix when that limiter
+/// is a Redis limiter on the cache's own Redis (then the limits are
+/// applied in the same step).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OneStepCheck<'a> {
+    pub hash: &'a str,
+    pub check: &'a crate::model::KeyCheck,
+    pub now: DateTime<Utc>,
+    pub limiter: Option<&'a crate::rate_limit::RateLimiter>,
+    pub limits_in_script: Option<&'a str>,
+}
+
+/// A verification decided in one step, and the balance to write back if
+/// credits were spent (or refilled).
+#[derive(Debug, Clone)]
+pub(crate) struct OneStepVerdict {
+    pub verdict: crate::model::KeyVerdict,
+    pub write: Option<CreditWrite>,
 }
 
 /// Storage for users, API keys and events.
@@ -159,9 +207,22 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<CreditSpend>;
 
     /// Writes a batch of usage counts (added to what is stored) and
-    /// `last_used` times (moved forward only). Entries of keys that no
+    /// `last_used` times (moved forward only), and the balances held in
+    /// Redis (see [`UsageBatch::credits`]). Entries of keys that no
     /// longer exist are skipped.
     async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()>;
+
+    /// The key's budget with its version and write-back count; `None` if
+    /// the key has no budget (or does not exist).
+    async fn key_credit_state(&self, id: Uuid) -> Result<Option<CreditState>>;
+
+    /// Verifies a key in one step where the backend can (the Redis cache:
+    /// one script reads the record, checks it, applies the rate limits and
+    /// spends credits held in Redis). `None`: not here, or not now (Redis
+    /// unreachable); the store then verifies step by step.
+    async fn verify_one_step(&self, _req: &OneStepCheck<'_>) -> Result<Option<OneStepVerdict>> {
+        Ok(None)
+    }
 
     /// The key's usage counts in `range`, per hour or day and outcome,
     /// ordered by bucket then outcome.

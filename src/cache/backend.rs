@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::client::{Invalidation, Lookup, RedisCache};
+use super::verify::key_record_json;
 use crate::backend::{Backend, NewKeyRow, SessionBackend, UsageBatch};
+use crate::backend::{CreditState, OneStepCheck, OneStepVerdict};
 use crate::backend::{PoolState, Settings};
 use crate::error::Result;
 use crate::model::{
@@ -77,8 +79,21 @@ impl CachedBackend {
         CachedBackend { inner, cache }
     }
 
+    pub(super) fn cache(&self) -> &RedisCache {
+        &self.cache
+    }
+
+    pub(super) fn inner(&self) -> &dyn Backend {
+        self.inner.as_ref()
+    }
+
     fn hit(&self) {
         self.cache.count(CacheEvent::Hit);
+    }
+
+    /// A key record the verification script read from Redis.
+    pub(super) fn count_hit(&self) {
+        self.hit();
     }
 
     fn miss(&self) {
@@ -225,7 +240,7 @@ impl CachedBackend {
                 let key = self.inner.find_key_by_hash(hash).await?;
                 match (&key, lease) {
                     (Some(k), Some(lease)) if k.id == id => {
-                        if let Some(json) = encode(k) {
+                        if let Some(json) = key_record_json(k) {
                             self.cache.fill_key(lease, &json, k.id, k.user_id).await;
                         }
                     }
@@ -245,7 +260,7 @@ impl CachedBackend {
                 match (&key, lease) {
                     (Some(k), Some(lease)) => {
                         let record = self.cache.keys().key(k.id);
-                        if let Some(json) = encode(k) {
+                        if let Some(json) = key_record_json(k) {
                             self.cache
                                 .fill_via_index(lease, k.id, &record, &json, Some(k.user_id))
                                 .await;
@@ -432,9 +447,15 @@ impl Backend for CachedBackend {
         result
     }
 
+    /// Also drops the balance held in Redis (and revokes its seed's
+    /// lease): the next verification seeds the new budget, and write-backs
+    /// of the old one are refused by the database (its version moved).
     async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
         let result = self.inner.set_key_credits(id, credits).await;
         self.invalidate_key(id).await;
+        self.cache
+            .invalidate(Invalidation::Record(self.cache.keys().key_credits(id)))
+            .await;
         result
     }
 
@@ -444,9 +465,10 @@ impl Backend for CachedBackend {
         result
     }
 
-    /// Always the inner backend's atomic spend: a cached record's credit
-    /// count is never what decides. Spending does not invalidate the
-    /// record (its count is documented as the count when it was read).
+    /// The inner backend's atomic spend, for verifications made step by
+    /// step (Redis unreachable): a cached record's credit count is never
+    /// what decides. Spending does not invalidate the record (its count is
+    /// documented as the count when it was read).
     async fn spend_key_credits(
         &self,
         id: Uuid,
@@ -472,6 +494,18 @@ impl Backend for CachedBackend {
         range: TimeRange,
     ) -> Result<Vec<KeyUsage>> {
         self.inner.key_usage(id, bucket, range).await
+    }
+
+    async fn key_credit_state(&self, id: Uuid) -> Result<Option<CreditState>> {
+        self.inner.key_credit_state(id).await
+    }
+
+    /// One script: see `cache::verify`.
+    async fn verify_one_step(&self, req: &OneStepCheck<'_>) -> Result<Option<OneStepVerdict>> {
+        Ok(self
+            .verify_in_script(req)
+            .await?
+            .map(|(verdict, write)| OneStepVerdict { verdict, write }))
     }
 
     // ---- events ----

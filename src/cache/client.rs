@@ -189,6 +189,8 @@ struct Scripts {
     fill_via_index: Script,
     invalidate: Script,
     user_deleted: Script,
+    verify: Script,
+    seed: Script,
 }
 
 /// The cache's connection to Redis and everything it keeps about it.
@@ -255,6 +257,8 @@ impl RedisCache {
                 fill_via_index: Script::new(FILL_VIA_INDEX),
                 invalidate: Script::new(INVALIDATE),
                 user_deleted: Script::new(USER_DELETED),
+                verify: Script::new(super::verify::VERIFY),
+                seed: Script::new(super::verify::SEED),
             },
             pending: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
@@ -583,6 +587,49 @@ impl RedisCache {
         let mut del = cmd("DEL");
         del.arg(index);
         self.query::<i64>(&del).await;
+    }
+
+    // ---- one-script key verification ----
+
+    /// The key verification script (see `verify.rs`).
+    pub(crate) fn scripts_verify(&self) -> &Script {
+        &self.scripts.verify
+    }
+
+    /// Runs a script invocation under the timeout. `Down` if Redis is
+    /// unusable or the call failed.
+    pub(crate) async fn invoke(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Lookup<Vec<::redis::Value>> {
+        if !self.ready().await {
+            return Lookup::Down;
+        }
+        let mut conn = self.conn.clone();
+        match self.call(invocation.invoke_async(&mut conn)).await {
+            Some(v) => Lookup::Hit(v),
+            None => Lookup::Down,
+        }
+    }
+
+    /// Writes a credit balance `lease` was taken for, unless an
+    /// invalidation came in between or a balance is already there.
+    pub(crate) async fn seed_balance(&self, lease: Lease, value: &str, ttl: Duration) -> bool {
+        if !self.ready().await {
+            return false;
+        }
+        let mut invocation = self.scripts.seed.prepare_invoke();
+        invocation
+            .key(&lease.name)
+            .key(self::lease(&lease.name))
+            .arg(&lease.token)
+            .arg(value)
+            .arg(millis(ttl));
+        let mut conn = self.conn.clone();
+        matches!(
+            self.call(invocation.invoke_async::<i64>(&mut conn)).await,
+            Some(1)
+        )
     }
 
     // ---- invalidation ----

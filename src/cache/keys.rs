@@ -94,6 +94,11 @@ impl Keys {
     }
 
     /// What [`key`](Self::key) names, minus the id.
+    /// A key's credit balance (credits held in Redis).
+    pub(crate) fn key_credits(&self, id: Uuid) -> String {
+        format!("{}kc:{}", self.prefix, id.simple())
+    }
+
     pub(crate) fn key_record_prefix(&self) -> String {
         format!("{}kr:", self.prefix)
     }

@@ -33,9 +33,10 @@
 //! metadata, credits or rate limits; and deleting a user's keys with them.
 //!
 //! Two writes leave the cached key record as it is, because they do not
-//! decide a verification from it: spending credits (always done in the
-//! database, atomically; the record's credit count is the count when it
-//! was read) and the batched usage flush that moves `last_used` forward
+//! decide a verification from it: spending credits (from the key's balance
+//! held in Redis, see `verify.rs`, or in the database when Redis is
+//! unreachable; the record's credit count is the count when it was read)
+//! and the batched usage flush that moves `last_used` forward
 //! (the store compares `last_used` with its own buffer on every
 //! validation, so an older cached value costs nothing but that
 //! comparison).
@@ -124,6 +125,8 @@ mod keys;
 mod local;
 #[cfg(all(test, feature = "redis", feature = "memory"))]
 mod tests;
+#[cfg(feature = "redis")]
+mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

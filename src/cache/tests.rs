@@ -197,6 +197,9 @@ impl Backend for Gated {
     async fn flush_key_usage(&self, batch: &crate::backend::UsageBatch) -> Result<()> {
         self.inner.flush_key_usage(batch).await
     }
+    async fn key_credit_state(&self, id: Uuid) -> Result<Option<crate::backend::CreditState>> {
+        self.inner.key_credit_state(id).await
+    }
     async fn key_usage(
         &self,
         id: Uuid,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{Pos, user_not_found};
 use crate::backend::NewKeyRow;
 use crate::backend::Settings;
-use crate::backend::UsageBatch;
+use crate::backend::{CreditState, UsageBatch};
 use crate::error::{Entity, Error, Field, Result};
 use crate::model::{
     ApiKey, CreditSpend, Cursor, Email, KeyOutcome, KeyPolicy, KeyUsage, TimeBucket, TimeRange,
@@ -21,6 +21,10 @@ use crate::model::{
 struct KeyEntry {
     key: ApiKey,
     hash: String,
+    /// The budget's version (moved by each replacement) and the spends
+    /// written back from Redis, as `api_key_policies` keeps them.
+    credits_version: i64,
+    credits_seq: i64,
 }
 
 /// The `users` and `api_keys` tables.
@@ -240,6 +244,8 @@ impl Accounts {
             KeyEntry {
                 key,
                 hash: row.hash,
+                credits_version: 0,
+                credits_seq: 0,
             },
         );
     }
@@ -317,7 +323,38 @@ impl Accounts {
         Ok(CreditSpend::Spent(credits.remaining))
     }
 
+    /// A new budget for the key: balances held elsewhere for the old one
+    /// no longer count.
+    pub(super) fn new_credit_version(&mut self, id: Uuid) {
+        if let Some(entry) = self.keys.get_mut(&id) {
+            entry.credits_version += 1;
+        }
+    }
+
+    pub(super) fn credit_state(&self, id: Uuid) -> Option<CreditState> {
+        let entry = self.keys.get(&id)?;
+        let credits = entry.key.policy.credits?;
+        Some(CreditState {
+            remaining: credits.remaining,
+            refilled_at: credits.refilled_at,
+            version: entry.credits_version,
+            seq: entry.credits_seq,
+        })
+    }
+
     pub(super) fn flush_usage(&mut self, batch: &UsageBatch) {
+        for w in &batch.credits {
+            if let Some(entry) = self.keys.get_mut(&w.key) {
+                if entry.credits_version != w.version || entry.credits_seq >= w.seq {
+                    continue;
+                }
+                if let Some(credits) = entry.key.policy.credits.as_mut() {
+                    credits.remaining = w.remaining;
+                    credits.refilled_at = w.refilled_at;
+                    entry.credits_seq = w.seq;
+                }
+            }
+        }
         for &(id, at) in &batch.last_used {
             if let Some(entry) = self.keys.get_mut(&id) {
                 if entry.key.last_used.is_none_or(|t| t < at) {

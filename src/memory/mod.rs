@@ -318,6 +318,9 @@ impl Backend for MemoryBackend {
     }
 
     async fn set_key_credits(&self, id: Uuid, credits: Option<&KeyCredits>) -> Result<ApiKey> {
+        // The version first: a write-back of the old budget that comes in
+        // between is dropped rather than landing on the new one.
+        self.accounts_mut().new_credit_version(id);
         self.change_key(id, AuditAction::KeyCreditsSet, |p| {
             p.credits = credits.copied()
         })
@@ -341,6 +344,10 @@ impl Backend for MemoryBackend {
     async fn flush_key_usage(&self, batch: &UsageBatch) -> Result<()> {
         self.accounts_mut().flush_usage(batch);
         Ok(())
+    }
+
+    async fn key_credit_state(&self, id: Uuid) -> Result<Option<crate::backend::CreditState>> {
+        Ok(self.accounts().credit_state(id))
     }
 
     async fn key_usage(

@@ -16,7 +16,7 @@ use super::errors::classify;
 use super::schema::{api_key_policies, api_keys};
 use crate::backend::audit::Recorder;
 use crate::backend::audit::{entries, rotated};
-use crate::backend::{NewKeyRow, UsageBatch};
+use crate::backend::{CreditState, NewKeyRow, UsageBatch};
 use crate::error::{Entity, Error, Field, Result};
 use crate::model::AuditAction;
 use crate::model::audit::key_issued;
@@ -479,6 +479,9 @@ pub(super) async fn set_credits(
                     api_key_policies::refill_amount.eq(refill.map(|r| r.amount)),
                     api_key_policies::refill_interval.eq(refill.map(|r| r.interval.as_sql())),
                     api_key_policies::last_refill_at.eq(credits.and_then(|c| c.refilled_at)),
+                    // A new budget: balances held in Redis for the old one,
+                    // and their write-backs, no longer count.
+                    api_key_policies::credits_version.eq(api_key_policies::credits_version + 1),
                     api_key_policies::updated_at.eq(diesel::dsl::now),
                 ))
                 .execute(conn)
@@ -539,9 +542,47 @@ pub(super) async fn spend(
     })
 }
 
-/// `last_used` of many keys and the usage counts, in one statement.
+/// The key's budget, its version and write-back count (the seed of a
+/// balance held in Redis).
+pub(super) async fn credit_state(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<CreditState>> {
+    type Row = (Option<i64>, Option<DateTime<Utc>>, i64, i64);
+    let row: Option<Row> = policy_of(id)
+        .select((
+            api_key_policies::credits,
+            api_key_policies::last_refill_at,
+            api_key_policies::credits_version,
+            api_key_policies::credits_seq,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.and_then(|(credits, refilled_at, version, seq)| {
+        credits.map(|remaining| CreditState {
+            remaining,
+            refilled_at,
+            version,
+            seq,
+        })
+    }))
+}
+
+/// The balances held in Redis, `last_used` of many keys and the usage
+/// counts, in one statement. A balance lands only for the budget version it
+/// was spent against and only if it counts more spends than the stored one.
 const FLUSH: &str = "\
-WITH touched AS (
+WITH spent AS (
+    UPDATE api_key_policies p
+       SET credits = w.n, last_refill_at = w.r, credits_seq = w.s
+      FROM unnest($7::uuid[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[])
+           AS w(id, v, s, n, r)
+     WHERE p.key_id = w.id AND p.credits_version = w.v AND p.credits_seq < w.s
+       AND p.credits IS NOT NULL
+    RETURNING p.key_id
+),
+touched AS (
     UPDATE api_keys k SET last_used = v.t
       FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
      WHERE k.id = v.id AND (k.last_used IS NULL OR k.last_used < v.t)
@@ -570,6 +611,21 @@ pub(super) async fn flush_usage(conn: &mut AsyncPgConnection, batch: &UsageBatch
         outcomes.push(outcome.as_str());
         ns.push(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    let mut credits = batch.credits.clone();
+    // One order for every writer, so concurrent flushes lock rows alike.
+    credits.sort_by_key(|w| w.key);
+    let mut c_keys = Vec::with_capacity(credits.len());
+    let mut c_versions = Vec::with_capacity(credits.len());
+    let mut c_seqs = Vec::with_capacity(credits.len());
+    let mut c_left = Vec::with_capacity(credits.len());
+    let mut c_refilled = Vec::with_capacity(credits.len());
+    for w in credits {
+        c_keys.push(w.key);
+        c_versions.push(w.version);
+        c_seqs.push(w.seq);
+        c_left.push(w.remaining);
+        c_refilled.push(w.refilled_at);
+    }
     diesel::sql_query(FLUSH)
         .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
         .bind::<Array<Timestamptz>, _>(times)
@@ -577,6 +633,11 @@ pub(super) async fn flush_usage(conn: &mut AsyncPgConnection, batch: &UsageBatch
         .bind::<Array<Timestamptz>, _>(hours)
         .bind::<Array<Text>, _>(outcomes)
         .bind::<Array<Int8>, _>(ns)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(c_keys)
+        .bind::<Array<Int8>, _>(c_versions)
+        .bind::<Array<Int8>, _>(c_seqs)
+        .bind::<Array<Int8>, _>(c_left)
+        .bind::<Array<Nullable<Timestamptz>>, _>(c_refilled)
         .execute(conn)
         .await?;
     Ok(())

@@ -585,6 +585,10 @@ impl Backend for PgBackend {
         on_conn!(self, keys::flush_usage, batch)
     }
 
+    async fn key_credit_state(&self, id: Uuid) -> Result<Option<crate::backend::CreditState>> {
+        on_conn!(self, keys::credit_state, id)
+    }
+
     async fn key_usage(
         &self,
         id: Uuid,

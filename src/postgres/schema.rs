@@ -32,6 +32,8 @@ diesel::table! {
         last_refill_at -> Nullable<Timestamptz>,
         rate_limits -> Jsonb,
         updated_at -> Timestamptz,
+        credits_version -> Int8,
+        credits_seq -> Int8,
     }
 }
 

@@ -138,6 +138,14 @@ const COLUMNS: &[Column] = &[
         Some("'[]'::jsonb"),
     ),
     ("api_key_policies", "updated_at", TSTZ, true, NOW),
+    (
+        "api_key_policies",
+        "credits_version",
+        "bigint",
+        true,
+        Some("0"),
+    ),
+    ("api_key_policies", "credits_seq", "bigint", true, Some("0")),
     ("api_key_usage", "key_id", UUID, true, None),
     ("api_key_usage", "hour", TSTZ, true, None),
     (

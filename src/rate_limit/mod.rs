@@ -234,8 +234,30 @@ pub(crate) fn gcra(
 
 /// Requests of cost 1 that fit in what is left of the tolerance.
 #[cfg_attr(not(any(feature = "memory", feature = "redis")), allow(dead_code))]
-fn remaining(tau: i64, used: i64, t: i64) -> u32 {
+pub(crate) fn remaining(tau: i64, used: i64, t: i64) -> u32 {
     ((tau - used).max(0) / t) as u32
+}
+
+/// The limiter key under which an API key's limit `name` is counted.
+pub(crate) fn key_limit_name(id: uuid::Uuid, name: &str) -> String {
+    let mut key = String::with_capacity(48 + name.len());
+    key.push_str("api-key:");
+    key.push_str(&id.simple().to_string());
+    key.push(':');
+    key.push_str(name);
+    key
+}
+
+/// The part of a Redis limiter's key after its prefix: the SHA-256 of the
+/// limiter key, as lower-case hex (raw identifiers never land in Redis).
+pub(crate) fn redis_key_digest(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
 }
 
 /// What a limiter's store does.
@@ -247,6 +269,11 @@ trait Limiter: Send + Sync + fmt::Debug + 'static {
         key: &str,
         cost: u32,
     ) -> Result<RateLimitDecision>;
+
+    /// The key prefix, if this is a Redis limiter on `redis_url`.
+    fn redis_prefix_on(&self, _redis_url: &str) -> Option<&str> {
+        None
+    }
 }
 
 /// A keyed rate limiter. Build it once and clone it freely; clones share
@@ -312,6 +339,13 @@ impl RateLimiter {
             store: Arc::new(redis::RedisLimiter::connect(url, options).await?),
             storage: Storage::Redis,
         })
+    }
+
+    /// The key prefix of this limiter if it is a Redis limiter connected
+    /// with `redis_url` (then the Redis cache on that URL can apply API
+    /// keys' limits in its own script, on the same keys).
+    pub(crate) fn redis_prefix_on(&self, redis_url: &str) -> Option<&str> {
+        self.store.redis_prefix_on(redis_url)
     }
 
     /// The policy this limiter applies.

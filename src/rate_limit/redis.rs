@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ::redis::Script;
 use ::redis::aio::ConnectionManager;
-use sha2::{Digest, Sha256};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{FailureMode, Limiter, RateLimitDecision, RateLimitPolicy, remaining};
 use crate::error::Result;
@@ -57,6 +57,8 @@ impl Default for RedisLimiterOptions {
 
 pub(super) struct RedisLimiter {
     conn: ConnectionManager,
+    /// Kept to recognise a cache on the same Redis; never shown.
+    url: SecretString,
     script: Script,
     options: RedisLimiterOptions,
 }
@@ -74,6 +76,7 @@ impl RedisLimiter {
         let conn = crate::redis_conn::manager(url, options.timeout)?;
         Ok(RedisLimiter {
             conn,
+            url: SecretString::from(url.to_owned()),
             script: Script::new(GCRA),
             options,
         })
@@ -82,18 +85,19 @@ impl RedisLimiter {
     /// The Redis key for `key`: hashed, so raw identifiers (IPs, user ids)
     /// do not land in Redis.
     fn redis_key(&self, key: &str) -> String {
-        let digest = Sha256::digest(key.as_bytes());
         let mut name = String::with_capacity(self.options.prefix.len() + 64);
         name.push_str(&self.options.prefix);
-        for b in digest {
-            name.push_str(&format!("{b:02x}"));
-        }
+        name.push_str(&super::redis_key_digest(key));
         name
     }
 }
 
 #[async_trait::async_trait]
 impl Limiter for RedisLimiter {
+    fn redis_prefix_on(&self, redis_url: &str) -> Option<&str> {
+        (self.url.expose_secret() == redis_url).then_some(self.options.prefix.as_str())
+    }
+
     async fn check(
         &self,
         policy: &RateLimitPolicy,

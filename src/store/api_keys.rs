@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Store, new_id, not_found};
-use crate::backend::NewKeyRow;
+use crate::backend::{NewKeyRow, OneStepCheck};
 use crate::error::{Entity, Error, Field, KeyRejection, Result};
 use crate::model::{
     ApiKey, ApiKeySecret, CreditSpend, IssuedKey, Json, KeyCheck, KeyCredits, KeyOutcome,
     KeyPolicy, KeyRateLimit, KeyUsage, KeyVerdict, TimeBucket, TimeRange, check_metadata,
     check_name, check_permissions, check_rate_limits, check_service, check_timestamp,
 };
+use crate::rate_limit::key_limit_name;
 use crate::telemetry::{site, traced};
 
 /// Hashed API keys: issue, validate, revoke, list and rotate; and keys
@@ -206,11 +207,18 @@ impl ApiKeys<'_> {
     /// The record itself may come from the Redis cache, which every change
     /// of the key (revoke, disable, enable, permissions, details, credits,
     /// rate limits) invalidates before the change returns, so the next
-    /// verification anywhere sees it. Credits are spent with one atomic
-    /// statement in the database (never from a cached count): across every
-    /// process, a budget of N accepts exactly N. Rate limits are as shared
-    /// as the limiter (Redis: every process). Usage counts and `last_used`
-    /// are buffered (see [`usage`](Self::usage)).
+    /// verification anywhere sees it. Without the cache, credits are spent
+    /// with one atomic statement in the database. Behind the Redis cache,
+    /// the whole verification is one Lua script (one round trip): it reads
+    /// the cached record, refuses before taking anything, applies the rate
+    /// limits (when the key limiter is a Redis limiter on the cache's
+    /// Redis) and spends credits held in Redis, seeded from the database on
+    /// first use and written back in the usage flush. Either way, across
+    /// every process, a budget of N accepts exactly N; behind the cache, a
+    /// Redis that loses a balance can overspend it by the spends not yet
+    /// written back (see the README's key policy section). Rate limits are
+    /// as shared as the limiter (Redis: every process). Usage counts and
+    /// `last_used` are buffered (see [`usage`](Self::usage)).
     ///
     /// Keys without a policy pass every check but permissions (they hold
     /// none).
@@ -223,11 +231,29 @@ impl ApiKeys<'_> {
                 Err(Error::Unauthorized(why)) => return Ok(KeyVerdict::refused(why, None)),
                 Err(e) => return Err(e),
             };
-            let Some(key) = s.backend.find_key_by_hash(&secret.hash()).await? else {
-                return Ok(KeyVerdict::refused(KeyRejection::Unknown, None));
-            };
+            let hash = secret.hash();
             let now = s.now();
-            let mut verdict = self.decide(key, check, now).await?;
+            let one_step = OneStepCheck {
+                hash: &hash,
+                check,
+                now,
+                limiter: s.keys.limiter.as_ref(),
+                limits_in_script: s.keys.limits_in_script.as_deref(),
+            };
+            let mut verdict = match s.backend.verify_one_step(&one_step).await? {
+                Some(done) => {
+                    if let Some(write) = done.write {
+                        s.keys.usage.credits(write);
+                    }
+                    done.verdict
+                }
+                None => {
+                    let Some(key) = s.backend.find_key_by_hash(&hash).await? else {
+                        return Ok(KeyVerdict::refused(KeyRejection::Unknown, None));
+                    };
+                    self.decide(key, check, now).await?
+                }
+            };
             if let Some(key) = &mut verdict.key {
                 self.count(key, verdict.rejection, now);
                 if verdict.rejection.is_none() {
@@ -263,13 +289,8 @@ impl ApiKeys<'_> {
             let limiter = s.keys.limiter.as_ref().ok_or_else(|| {
                 Error::Config("this key has rate limits: set StoreBuilder::key_rate_limiter".into())
             })?;
-            let mut name = String::with_capacity(128);
             for limit in &key.policy.rate_limits {
-                name.clear();
-                name.push_str("api-key:");
-                name.push_str(&key.id.simple().to_string());
-                name.push(':');
-                name.push_str(&limit.name);
+                let name = key_limit_name(key.id, &limit.name);
                 let decision = limiter.check_with(&limit.policy, &name, 1).await?;
                 rate_limits.push((limit.name.clone(), decision));
                 if !decision.allowed {
@@ -301,6 +322,19 @@ impl ApiKeys<'_> {
             credits_remaining,
             rate_limits,
         })
+    }
+
+    /// Writes this store's balances held in Redis back to the database now
+    /// if one of `key` (any key, for `None`) is waiting, so that what this
+    /// store reads next holds its own spends. A failure leaves them for the
+    /// background flush (the read then shows the database's balance).
+    async fn write_back(&self, key: Option<Uuid>) {
+        let usage = &self.store.keys.usage;
+        if usage.credits_pending(key) {
+            if let Err(e) = usage.flush().await {
+                tracing::debug!(error = %e, "balances held in Redis not written back before a read");
+            }
+        }
     }
 
     /// Disables the key: refused as `Disabled` from the next verification
@@ -383,6 +417,7 @@ impl ApiKeys<'_> {
             }
             let now = s.now();
             let credits = credits.map(|c| start_refill(c, now));
+            s.keys.usage.forget_credits(id);
             Ok(s.keys.usage.overlay(
                 s.audited(s.backend.set_key_credits(id, credits.as_ref()))
                     .await?,
@@ -444,6 +479,7 @@ impl ApiKeys<'_> {
     /// The key with this id (revoked or not); `NotFound` if there is none.
     pub async fn get(&self, id: Uuid) -> Result<ApiKey> {
         traced(site!("get", "api_keys"), async {
+            self.write_back(Some(id)).await;
             let key = self
                 .store
                 .backend
@@ -471,6 +507,7 @@ impl ApiKeys<'_> {
     /// returned.
     pub async fn list_for_user(&self, user_id: Uuid) -> Result<Vec<ApiKey>> {
         traced(site!("list_for_user", "api_keys"), async {
+            self.write_back(None).await;
             let keys = self.store.backend.list_keys(user_id).await?;
             Ok(keys
                 .into_iter()
@@ -487,6 +524,7 @@ impl ApiKeys<'_> {
     pub async fn rotate(&self, id: Uuid, expires_at: Option<DateTime<Utc>>) -> Result<IssuedKey> {
         let s = self.store;
         traced(site!("rotate", "api_keys"), async {
+            self.write_back(Some(id)).await;
             let old = s
                 .backend
                 .get_key(id)

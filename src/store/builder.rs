@@ -351,6 +351,17 @@ impl StoreBuilder {
         )
     }
 
+    /// The Redis cache's URL, if the store has the cache.
+    fn cache_url(&self) -> Option<&str> {
+        #[cfg(feature = "redis")]
+        {
+            use secrecy::ExposeSecret;
+            self.cache.redis_url.as_ref().map(|u| u.expose_secret())
+        }
+        #[cfg(not(feature = "redis"))]
+        None
+    }
+
     pub(crate) fn settings(&self) -> Settings {
         Settings {
             clock: self.clock.clone(),
@@ -371,7 +382,7 @@ impl StoreBuilder {
         let cache = None;
         let store = Store::from_backend(backend, self.settings())
             .with_cache(cache)
-            .with_key_limiter(self.key_limiter.clone())
+            .with_key_limiter(self.key_limiter.clone(), self.cache_url())
             .with_media(self.media(MediaStorage::default));
         if self.run_migrations {
             store.migrate().await?;
@@ -385,7 +396,7 @@ impl StoreBuilder {
         let settings = self.settings();
         Store::from_backend(Arc::new(crate::memory::MemoryBackend::new()), settings)
             .with_media(self.media(MediaStorage::in_memory))
-            .with_key_limiter(self.key_limiter.clone())
+            .with_key_limiter(self.key_limiter.clone(), None)
     }
 }
 
@@ -499,7 +510,7 @@ impl StoreBuilder {
         let (backend, counters) = crate::cache::layer(&self.cache, backend).await?;
         Ok(Store::from_backend(backend, self.settings())
             .with_cache(counters)
-            .with_key_limiter(self.key_limiter.clone())
+            .with_key_limiter(self.key_limiter.clone(), self.cache_url())
             .with_media(self.media(MediaStorage::in_memory)))
     }
 }

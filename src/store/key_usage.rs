@@ -21,8 +21,22 @@
 //!
 //! What a crash loses: the counts and `last_used` times of at most one
 //! flush interval (plus what piled up while the database was unreachable,
-//! within the bound). Credits are never buffered: they are spent in the
-//! database on every verification.
+//! within the bound).
+//!
+//! # Credits held in Redis
+//!
+//! Behind the Redis cache, a key's credits are spent in Redis (see
+//! [`ApiKeys::verify`](crate::ApiKeys::verify)); the balance each spend
+//! left is kept here, the newest per key, and written back to
+//! `api_key_policies` in the same statement as the counts. A write-back
+//! lands only for the budget version it was spent against and only if it
+//! counts more spends than the stored balance, so batches of several
+//! processes arriving in any order never move a balance back, and a
+//! budget replaced meanwhile is never undercut. The database's balance
+//! lags Redis by at most one flush interval; it matters only when Redis
+//! loses the balance (the next verification seeds it again from the
+//! database): the budget can then be overspent by the spends not yet
+//! written back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +46,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::backend::{Backend, Settings, UsageBatch};
+use crate::backend::{Backend, CreditWrite, Settings, UsageBatch};
 use crate::error::Result;
 use crate::model::{ApiKey, KeyOutcome, TimeBucket};
 use crate::rate_limit::RateLimiter;
@@ -59,6 +73,20 @@ struct Touch {
 struct Buffered {
     counts: HashMap<(Uuid, DateTime<Utc>, KeyOutcome), u64>,
     touches: HashMap<Uuid, Touch>,
+    /// Balances held in Redis waiting to be written back, the newest per
+    /// key.
+    credits: HashMap<Uuid, CreditWrite>,
+}
+
+/// Keeps the newer of two write-backs of one key's balance.
+fn keep_newest(held: &mut HashMap<Uuid, CreditWrite>, write: CreditWrite) {
+    match held.get_mut(&write.key) {
+        Some(w) if (w.version, w.seq) >= (write.version, write.seq) => {}
+        Some(w) => *w = write,
+        None => {
+            held.insert(write.key, write);
+        }
+    }
 }
 
 /// The buffer of one store (shared by its clones).
@@ -178,6 +206,33 @@ impl UsageBuffer {
         key
     }
 
+    /// Keeps the balance a spend in Redis left, for the next flush.
+    pub(crate) fn credits(self: &Arc<Self>, write: CreditWrite) {
+        self.start();
+        let mut state = self.lock();
+        if state.credits.len() >= MAX_BUFFERED_USAGE && !state.credits.contains_key(&write.key) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        keep_newest(&mut state.credits, write);
+    }
+
+    /// Whether a balance of `key` (or of any key, for `None`) waits to be
+    /// written back.
+    pub(crate) fn credits_pending(&self, key: Option<Uuid>) -> bool {
+        let state = self.lock();
+        match key {
+            Some(id) => state.credits.contains_key(&id),
+            None => !state.credits.is_empty(),
+        }
+    }
+
+    /// Forgets the balance of `key` waiting to be written back (its budget
+    /// was replaced: the write-back would be dropped anyway).
+    pub(crate) fn forget_credits(&self, key: Uuid) {
+        self.lock().credits.remove(&key);
+    }
+
     /// Counts and touches dropped because the buffer was full.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -190,6 +245,8 @@ impl UsageBuffer {
         let (counts, batch) = {
             let mut state = self.lock();
             let counts = std::mem::take(&mut state.counts);
+            let credits: Vec<CreditWrite> =
+                std::mem::take(&mut state.credits).into_values().collect();
             let last_used: Vec<(Uuid, DateTime<Utc>)> = state
                 .touches
                 .iter()
@@ -202,6 +259,7 @@ impl UsageBuffer {
                     .iter()
                     .map(|(&(key, hour, outcome), &n)| (key, hour, outcome, n))
                     .collect(),
+                credits,
             };
             (counts, batch)
         };
@@ -226,6 +284,9 @@ impl UsageBuffer {
             }
             Err(e) => {
                 let mut state = self.lock();
+                for w in &batch.credits {
+                    keep_newest(&mut state.credits, *w);
+                }
                 for (k, n) in counts {
                     let full = state.counts.len() >= MAX_BUFFERED_USAGE;
                     match state.counts.get_mut(&k) {
@@ -261,6 +322,7 @@ impl Drop for UsageBuffer {
                 .into_iter()
                 .map(|((key, hour, outcome), n)| (key, hour, outcome, n))
                 .collect(),
+            credits: state.credits.into_values().collect(),
         };
         if batch.is_empty() {
             return;
@@ -302,6 +364,10 @@ async fn writer(buffer: Weak<UsageBuffer>) {
 pub(crate) struct KeyRuntime {
     pub(crate) usage: Arc<UsageBuffer>,
     pub(crate) limiter: Option<RateLimiter>,
+    /// The limiter's key prefix when it is a Redis limiter on the Redis
+    /// cache's own Redis: the cache's verification script then applies
+    /// keys' limits itself, on the limiter's keys.
+    pub(crate) limits_in_script: Option<String>,
 }
 
 impl KeyRuntime {
@@ -316,6 +382,7 @@ impl KeyRuntime {
         KeyRuntime {
             usage: Arc::new(UsageBuffer::new(backend, settings)),
             limiter,
+            limits_in_script: None,
         }
     }
 }

@@ -119,12 +119,22 @@ impl Store {
         self
     }
 
-    /// The store with this limiter for API keys' own rate limits.
-    pub(crate) fn with_key_limiter(mut self, limiter: Option<crate::RateLimiter>) -> Store {
+    /// The store with this limiter for API keys' own rate limits, and the
+    /// Redis cache's URL (if it has the cache): a Redis limiter on the same
+    /// URL lets the cache apply the limits in its verification script.
+    pub(crate) fn with_key_limiter(
+        mut self,
+        limiter: Option<crate::RateLimiter>,
+        cache_url: Option<&str>,
+    ) -> Store {
         if let Some(limiter) = limiter {
+            let limits_in_script = cache_url
+                .and_then(|url| limiter.redis_prefix_on(url))
+                .map(str::to_owned);
             self.keys = Arc::new(key_usage::KeyRuntime {
                 usage: self.keys.usage.clone(),
                 limiter: Some(limiter),
+                limits_in_script,
             });
         }
         self
