@@ -320,31 +320,10 @@ async fn top_event_types(
         .collect())
 }
 
-async fn search_events(
-    conn: &mut AsyncPgConnection,
-    words: &[String],
-    search: &EventSearch,
-    after: Option<SearchCursor>,
-    limit: usize,
-) -> Result<Vec<SearchHit>> {
-    // The words were split as the in-memory backend splits them; the
-    // `simple` parser then makes each one lexeme, and plainto_tsquery ANDs
-    // them with no operator syntax to escape.
-    let mut q =
-        Sql::new("SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, ");
-    let rank = match search.order {
-        SearchOrder::Relevance => format!("ts_rank({PAYLOAD_WORDS}, q)"),
-        SearchOrder::Newest => "0::real".to_owned(),
-    };
-    q.push(&format!(
-        "{rank} AS rank FROM events e, plainto_tsquery('simple'::regconfig, "
-    ))
-    .arg(Arg::Text(words.join(" ")))
-    .push(&format!(
-        ") q WHERE {} @@ q",
-        PAYLOAD_WORDS.replace("payload", "e.payload")
-    ))
-    .filters(search.range, search.event_type.as_ref());
+/// The conditions a page of a search puts on the events it reads: the
+/// search's range and type, and in [`SearchOrder::Newest`] the cursor.
+fn search_filters(q: &mut Sql, search: &EventSearch, after: Option<SearchCursor>) {
+    q.filters(search.range, search.event_type.as_ref());
     if let (Some(c), SearchOrder::Newest) = (after, search.order) {
         q.push(" AND (e.created_at, e.id) < (")
             .arg(Arg::Time(c.created_at))
@@ -352,7 +331,131 @@ async fn search_events(
             .arg(Arg::Id(c.id))
             .push(")");
     }
-    q.push(") h");
+}
+
+/// The search's words as a `tsquery`: the words were split as the
+/// in-memory backend splits them; the `simple` parser then makes each one
+/// lexeme, and plainto_tsquery ANDs them with no operator syntax to escape.
+fn search_query(q: &mut Sql, words: &[String]) -> String {
+    q.args.push(Arg::Text(words.join(" ")));
+    format!("plainto_tsquery('simple'::regconfig, ${})", q.args.len())
+}
+
+/// What the probe of a search saw.
+#[derive(QueryableByName)]
+struct ProbeRow {
+    /// Matches found, at most `candidates + 1`.
+    #[diesel(sql_type = BigInt)]
+    found: i64,
+    /// Heap blocks up to the last of them (at least 1).
+    #[diesel(sql_type = BigInt)]
+    seen: i64,
+    /// Heap blocks of `events`.
+    #[diesel(sql_type = BigInt)]
+    blocks: i64,
+}
+
+/// How many fetched matches cost as much as walking one heap block of
+/// `events` newest first, computing each event's document: about 50 events
+/// a block at 4 to 5 µs each, against 1 to 3 µs to fetch one match found by
+/// the GIN index, at a million events (see BENCHMARKS.md).
+const WALKED_BLOCK_COST: f64 = 100.0;
+
+/// Whether a search should walk events newest first rather than fetch
+/// every match the GIN index finds and keep the newest `take`.
+///
+/// The probe found `found` matches (it stops at `probe`) in the first
+/// `seen` of `blocks` heap blocks (a bitmap scan reads blocks in order).
+/// With fewer than `probe`, they are every match: fetch them. Otherwise,
+/// taking the matches as spread evenly, there are about
+/// `found * blocks / seen` to fetch, while a walk meets `take` of them
+/// within about `seen * take / found` blocks' worth of events.
+fn walk_is_cheaper(p: &ProbeRow, probe: i64, take: usize) -> bool {
+    if p.found < probe {
+        return false;
+    }
+    let (found, seen) = (p.found.max(1) as f64, p.seen.max(1) as f64);
+    let walk = seen * take as f64 / found * WALKED_BLOCK_COST;
+    let fetch = found * p.blocks.max(1) as f64 / seen;
+    walk < fetch
+}
+
+/// Two statements, so that neither a rare nor a common word makes
+/// PostgreSQL read the whole table, whatever its statistics say:
+///
+/// 1. The probe: at most `candidates + 1` matches from the GIN index, in no
+///    order, and how far into the heap they lie. Without an order the
+///    planner answers it with a bitmap scan of `events_payload_fts_idx`,
+///    which stops after `candidates + 1` rows (or, when it expects many
+///    matches, with a sequential scan, which then meets them within its
+///    first blocks).
+/// 2. Either every match, fetched by the GIN index alone (the subquery
+///    fence keeps the planner from walking an index instead) and the
+///    newest `take` kept; or, when the words are common enough that the
+///    probe's figures say it is cheaper ([`walk_is_cheaper`]), a walk of
+///    `events_created_at_idx` (or the type's index) newest first until
+///    `take` matches, computing each event's document once (`LATERAL ...
+///    OFFSET 0`, which also keeps the planner from using the GIN index and
+///    sorting every match).
+///
+/// Both give the same rows: the newest `take` matches. Relevance takes
+/// `candidates` of them whatever the cursor and ranks them, so its pages
+/// neither skip nor repeat hits; newest-first takes the page after the
+/// cursor.
+async fn search_events(
+    conn: &mut AsyncPgConnection,
+    words: &[String],
+    search: &EventSearch,
+    after: Option<SearchCursor>,
+    limit: usize,
+) -> Result<Vec<SearchHit>> {
+    let doc = |alias: &str| PAYLOAD_WORDS.replace("payload", &format!("{alias}.payload"));
+    let probe = search.candidates as i64 + 1;
+    let mut q = Sql::new(
+        "SELECT count(*) AS found, coalesce(max(p.blk), 0)::int8 + 1 AS seen, \
+         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
+         FROM (SELECT (e.ctid::text::point)[0] AS blk FROM events e WHERE ",
+    );
+    let query = search_query(&mut q, words);
+    q.push(&format!("{} @@ {query}", doc("e")));
+    search_filters(&mut q, search, after);
+    q.push(" LIMIT ").arg(Arg::Int(probe)).push(") p");
+    let seen: ProbeRow = q.query().get_result(conn).await?;
+
+    let take = match search.order {
+        SearchOrder::Relevance => search.candidates,
+        SearchOrder::Newest => limit,
+    };
+    let mut q = Sql::default();
+    let query = search_query(&mut q, words);
+    let walk = walk_is_cheaper(&seen, probe, take);
+    let rank = match (search.order, walk) {
+        (SearchOrder::Newest, _) => "0::real".to_owned(),
+        (SearchOrder::Relevance, true) => format!("ts_rank(c.doc, {query})"),
+        (SearchOrder::Relevance, false) => format!("ts_rank({}, {query})", doc("c")),
+    };
+    q.push(&format!(
+        "SELECT * FROM (SELECT c.id, c.user_id, c.event_type, c.payload, c.created_at, \
+         {rank} AS rank FROM ("
+    ));
+    if walk {
+        q.push(&format!(
+            "SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, d.doc FROM events e, \
+             LATERAL (SELECT {} AS doc OFFSET 0) d WHERE d.doc @@ {query}",
+            doc("e")
+        ));
+        search_filters(&mut q, search, after);
+        q.push(" ORDER BY e.created_at DESC, e.id DESC LIMIT ");
+    } else {
+        q.push(&format!(
+            "SELECT s.* FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at \
+             FROM events e WHERE {} @@ {query}",
+            doc("e")
+        ));
+        search_filters(&mut q, search, after);
+        q.push(" OFFSET 0) s ORDER BY s.created_at DESC, s.id DESC LIMIT ");
+    }
+    q.arg(Arg::Int(take as i64)).push(") c) h");
     if let (Some(c), SearchOrder::Relevance) = (after, search.order) {
         q.push(" WHERE h.rank < ").arg(Arg::Real(c.rank));
         let r = q.args.len();

@@ -131,6 +131,7 @@ macro_rules! conformance_tests {
                 top_event_types_in_a_range,
                 analytics_input_is_validated,
                 search_events_by_words_ranked_with_pages,
+                search_relevance_ranks_only_the_newest_candidates,
                 search_users_by_email_wallet_and_display_name,
             }
             policies {
