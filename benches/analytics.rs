@@ -460,7 +460,8 @@ async fn search_plans(client: &Client) {
          FROM (SELECT (e.ctid::text::point)[0] AS blk FROM events e WHERE {} @@ {query} LIMIT $2) p",
         doc("e")
     );
-    let probe = DEFAULT_SEARCH_CANDIDATES as i64 + 1;
+    // The crate's `PROBE_MATCHES` + 1.
+    let probe = 1_001i64;
     let explain = async |what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]| {
         let rows = client
             .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)

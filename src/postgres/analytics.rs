@@ -344,7 +344,7 @@ fn search_query(q: &mut Sql, words: &[String]) -> String {
 /// What the probe of a search saw.
 #[derive(QueryableByName)]
 struct ProbeRow {
-    /// Matches found, at most `candidates + 1`.
+    /// Matches found, at most `min(candidates, PROBE_MATCHES) + 1`.
     #[diesel(sql_type = BigInt)]
     found: i64,
     /// Heap blocks up to the last of them (at least 1).
@@ -354,6 +354,12 @@ struct ProbeRow {
     #[diesel(sql_type = BigInt)]
     blocks: i64,
 }
+
+/// The most matches the probe of a search takes: enough to tell how thinly
+/// the matches are spread, few enough that a common word's probe costs
+/// little (the planner answers it with a sequential scan that stops within
+/// a few thousand rows, or a bitmap scan that fetches at most this many).
+const PROBE_MATCHES: usize = 1_000;
 
 /// How many fetched matches cost as much as walking one heap block of
 /// `events` newest first, computing each event's document: about 50 events
@@ -365,8 +371,9 @@ const WALKED_BLOCK_COST: f64 = 100.0;
 /// every match the GIN index finds and keep the newest `take`.
 ///
 /// The probe found `found` matches (it stops at `probe`) in the first
-/// `seen` of `blocks` heap blocks (a bitmap scan reads blocks in order).
-/// With fewer than `probe`, they are every match: fetch them. Otherwise,
+/// `seen` of `blocks` heap blocks (bitmap and sequential scans read blocks
+/// in order). With fewer than `probe`, they are every match: fetch them.
+/// Otherwise,
 /// taking the matches as spread evenly, there are about
 /// `found * blocks / seen` to fetch, while a walk meets `take` of them
 /// within about `seen * take / found` blocks' worth of events.
@@ -383,12 +390,14 @@ fn walk_is_cheaper(p: &ProbeRow, probe: i64, take: usize) -> bool {
 /// Two statements, so that neither a rare nor a common word makes
 /// PostgreSQL read the whole table, whatever its statistics say:
 ///
-/// 1. The probe: at most `candidates + 1` matches from the GIN index, in no
-///    order, and how far into the heap they lie. Without an order the
+/// 1. The probe: at most `min(candidates, PROBE_MATCHES) + 1` matches, in
+///    no order, and how far into the heap they lie. Without an order the
 ///    planner answers it with a bitmap scan of `events_payload_fts_idx`,
-///    which stops after `candidates + 1` rows (or, when it expects many
-///    matches, with a sequential scan, which then meets them within its
-///    first blocks).
+///    which stops after that many rows, or, when it expects many matches,
+///    with a sequential scan, which then meets them within its first
+///    blocks. Either way it never reads the whole table for a rare word
+///    (unless the planner takes a rare word for a common one) nor sorts
+///    anything.
 /// 2. Either every match, fetched by the GIN index alone (the subquery
 ///    fence keeps the planner from walking an index instead) and the
 ///    newest `take` kept; or, when the words are common enough that the
@@ -410,7 +419,7 @@ async fn search_events(
     limit: usize,
 ) -> Result<Vec<SearchHit>> {
     let doc = |alias: &str| PAYLOAD_WORDS.replace("payload", &format!("{alias}.payload"));
-    let probe = search.candidates as i64 + 1;
+    let probe = search.candidates.min(PROBE_MATCHES) as i64 + 1;
     let mut q = Sql::new(
         "SELECT count(*) AS found, coalesce(max(p.blk), 0)::int8 + 1 AS seen, \
          pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
