@@ -455,9 +455,11 @@ async fn search_plans(client: &Client) {
     };
     let query = "plainto_tsquery('simple'::regconfig, $1)";
     let probe_sql = format!(
-        "SELECT count(*) AS found, coalesce(max(p.blk), 0)::int8 + 1 AS seen, \
-         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
-         FROM (SELECT (e.ctid::text::point)[0] AS blk FROM events e WHERE {} @@ {query} LIMIT $2) p",
+        "WITH p AS MATERIALIZED (SELECT (e.ctid::text::point)[0]::int8 AS blk FROM events e \
+         WHERE {} @@ {query} LIMIT $2) \
+         SELECT count(*) AS found, min(blk) AS first, max(blk) AS last, \
+         (SELECT max(g.gap) FROM (SELECT blk - lag(blk) OVER (ORDER BY blk) AS gap FROM p) g) AS gap, \
+         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks FROM p",
         doc("e")
     );
     // The crate's `PROBE_MATCHES` + 1.
@@ -480,13 +482,24 @@ async fn search_plans(client: &Client) {
                 .query_one(&probe_sql, &[&word, &probe])
                 .await
                 .unwrap();
-            let (found, seen, blocks): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let found: i64 = row.get(0);
+            let (first, last, gap): (Option<i64>, Option<i64>, Option<i64>) =
+                (row.get(1), row.get(2), row.get(3));
+            let blocks: i64 = row.get(4);
+            // The crate's `ProbeRow::seen` and `walk_is_cheaper`, with its
+            // cost of a walked block.
+            let seen = match (first, last) {
+                (Some(first), Some(last)) => {
+                    let blocks = blocks.max(last + 1);
+                    (blocks - gap.unwrap_or(0).max(first + blocks - last) + 1).max(1)
+                }
+                _ => blocks.max(1),
+            };
             explain(&format!("{what}: probe"), &probe_sql, &[&word, &probe]).await;
             let take = match order {
                 SearchOrder::Relevance => DEFAULT_SEARCH_CANDIDATES,
                 SearchOrder::Newest => 21,
             };
-            // The crate's `walk_is_cheaper`, with its cost of a walked block.
             let walk = found == probe
                 && (seen as f64 * take as f64 / found as f64 * 100.0)
                     < (found as f64 * blocks as f64 / seen as f64);

@@ -347,12 +347,36 @@ struct ProbeRow {
     /// Matches found, at most `min(candidates, PROBE_MATCHES) + 1`.
     #[diesel(sql_type = BigInt)]
     found: i64,
-    /// Heap blocks up to the last of them (at least 1).
-    #[diesel(sql_type = BigInt)]
-    seen: i64,
+    /// The lowest heap block holding one of them.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first: Option<i64>,
+    /// The highest.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last: Option<i64>,
+    /// The widest step between the blocks of two of them, one after the
+    /// other in block order.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    gap: Option<i64>,
     /// Heap blocks of `events`.
     #[diesel(sql_type = BigInt)]
     blocks: i64,
+}
+
+impl ProbeRow {
+    /// How many heap blocks the probe read to find its matches. A scan
+    /// reads blocks in order but may start anywhere (a sequential scan
+    /// joins one under way, `synchronize_seqscans`) and wrap around, so the
+    /// blocks it did not read are the widest gap between its matches,
+    /// counting the one across the end of the table.
+    fn seen(&self) -> i64 {
+        let (Some(first), Some(last)) = (self.first, self.last) else {
+            return self.blocks.max(1);
+        };
+        let blocks = self.blocks.max(last + 1);
+        let across_the_end = first + blocks - last;
+        let unread = self.gap.unwrap_or(0).max(across_the_end);
+        (blocks - unread + 1).max(1)
+    }
 }
 
 /// The most matches the probe of a search takes: enough to tell how thinly
@@ -370,18 +394,17 @@ const WALKED_BLOCK_COST: f64 = 100.0;
 /// Whether a search should walk events newest first rather than fetch
 /// every match the GIN index finds and keep the newest `take`.
 ///
-/// The probe found `found` matches (it stops at `probe`) in the first
-/// `seen` of `blocks` heap blocks (bitmap and sequential scans read blocks
-/// in order). With fewer than `probe`, they are every match: fetch them.
-/// Otherwise,
-/// taking the matches as spread evenly, there are about
+/// The probe found `found` matches (it stops at `probe`) within `seen` of
+/// `blocks` heap blocks ([`ProbeRow::seen`]). With fewer than `probe`,
+/// they are every match: fetch them. Otherwise, taking the matches as
+/// spread evenly, there are about
 /// `found * blocks / seen` to fetch, while a walk meets `take` of them
 /// within about `seen * take / found` blocks' worth of events.
 fn walk_is_cheaper(p: &ProbeRow, probe: i64, take: usize) -> bool {
     if p.found < probe {
         return false;
     }
-    let (found, seen) = (p.found.max(1) as f64, p.seen.max(1) as f64);
+    let (found, seen) = (p.found.max(1) as f64, p.seen() as f64);
     let walk = seen * take as f64 / found * WALKED_BLOCK_COST;
     let fetch = found * p.blocks.max(1) as f64 / seen;
     walk < fetch
@@ -421,14 +444,17 @@ async fn search_events(
     let doc = |alias: &str| PAYLOAD_WORDS.replace("payload", &format!("{alias}.payload"));
     let probe = search.candidates.min(PROBE_MATCHES) as i64 + 1;
     let mut q = Sql::new(
-        "SELECT count(*) AS found, coalesce(max(p.blk), 0)::int8 + 1 AS seen, \
-         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
-         FROM (SELECT (e.ctid::text::point)[0] AS blk FROM events e WHERE ",
+        "WITH p AS MATERIALIZED (SELECT (e.ctid::text::point)[0]::int8 AS blk FROM events e WHERE ",
     );
     let query = search_query(&mut q, words);
     q.push(&format!("{} @@ {query}", doc("e")));
     search_filters(&mut q, search, after);
-    q.push(" LIMIT ").arg(Arg::Int(probe)).push(") p");
+    q.push(" LIMIT ").arg(Arg::Int(probe)).push(
+        ") SELECT count(*) AS found, min(blk) AS first, max(blk) AS last, \
+         (SELECT max(g.gap) FROM (SELECT blk - lag(blk) OVER (ORDER BY blk) AS gap FROM p) g) AS gap, \
+         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
+         FROM p",
+    );
     let seen: ProbeRow = q.query().get_result(conn).await?;
 
     let take = match search.order {
@@ -598,5 +624,54 @@ impl AnalyticsBackend for PgBackend {
         limit: usize,
     ) -> Result<Vec<User>> {
         on_replica!(self, search_users, text, after, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(found: i64, blocks: &[i64], table: i64) -> ProbeRow {
+        let mut sorted = blocks.to_vec();
+        sorted.sort();
+        ProbeRow {
+            found,
+            first: sorted.iter().min().copied(),
+            last: sorted.iter().max().copied(),
+            gap: sorted.windows(2).map(|w| w[1] - w[0]).max(),
+            blocks: table,
+        }
+    }
+
+    #[test]
+    fn the_blocks_a_probe_read() {
+        // From the start of the table (a bitmap scan) to its last match.
+        assert_eq!(probe(3, &[2, 5, 9], 1000).seen(), 8);
+        // A sequential scan that joined another at block 900 and wrapped.
+        assert_eq!(probe(4, &[950, 990, 3, 10], 1000).seen(), 1000 - 940 + 1);
+        assert_eq!(probe(1, &[7], 1000).seen(), 1);
+        assert_eq!(probe(0, &[], 1000).seen(), 1000);
+        // The table grew after its size was read.
+        assert_eq!(probe(2, &[0, 1200], 1000).seen(), 2);
+    }
+
+    #[test]
+    fn common_words_walk_and_thin_ones_fetch() {
+        // Fewer matches than the probe takes: every match, fetched.
+        assert!(!walk_is_cheaper(&probe(5, &[0, 10], 1000), 11, 10));
+        // 1,001 matches within 47 of 22,250 blocks (about half the events):
+        // a walk meets 10,000 within about 470 blocks.
+        let common = probe(1001, &[0, 46], 22_250);
+        assert!(walk_is_cheaper(&common, 1001, 10_000));
+        assert!(walk_is_cheaper(&common, 1001, 21));
+        // 1,001 within 13,724 blocks (about 1,600 matches): fetch them.
+        let thin = probe(1001, &[0, 13_723], 22_250);
+        assert!(!walk_is_cheaper(&thin, 1001, 10_000));
+        assert!(!walk_is_cheaper(&thin, 1001, 21));
+        // 1,001 within 1,374 blocks (about 16,000 matches): fetching them
+        // beats walking for 10,000 of them, walking wins for a page.
+        let medium = probe(1001, &[0, 1373], 22_250);
+        assert!(!walk_is_cheaper(&medium, 1001, 10_000));
+        assert!(walk_is_cheaper(&medium, 1001, 21));
     }
 }
