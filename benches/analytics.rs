@@ -478,6 +478,26 @@ async fn search_plans(client: &Client) {
     for (name, word) in search_words() {
         for order in [SearchOrder::Relevance, SearchOrder::Newest] {
             let what = format!("search a {name} word ({word}), {order:?}");
+            if order == SearchOrder::Newest {
+                // The crate's first look at the newest `NEWEST_WALK` events.
+                let newest_sql = format!(
+                    "SELECT w.id, w.user_id, w.event_type, w.payload, w.created_at, 0::real AS rank \
+                     FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at FROM events e \
+                     WHERE true ORDER BY e.created_at DESC, e.id DESC LIMIT 2000) w \
+                     WHERE {} @@ {query} ORDER BY w.created_at DESC, w.id DESC LIMIT 21",
+                    doc("w")
+                );
+                let page = client.query(&newest_sql, &[&word]).await.unwrap().len();
+                explain(
+                    &format!("{what}: the newest 2,000 events ({page} of 21 found)"),
+                    &newest_sql,
+                    &[&word],
+                )
+                .await;
+                if page == 21 {
+                    continue;
+                }
+            }
             let row = client
                 .query_one(&probe_sql, &[&word, &probe])
                 .await
