@@ -395,7 +395,10 @@ const NEWEST_WALK: usize = 2_000;
 /// How many fetched matches cost as much as walking one heap block of
 /// `events` newest first, computing each event's document: about 50 events
 /// a block at 4 to 5 µs each, against 1 to 3 µs to fetch one match found by
-/// the GIN index, at a million events (see BENCHMARKS.md).
+/// the GIN index, at a million events (see BENCHMARKS.md). Past what
+/// `work_mem` holds exactly (about 100,000 matches at 4 MB) the bitmap turns
+/// lossy and a fetched match costs much more; near there neither way is
+/// cheap.
 const WALKED_BLOCK_COST: f64 = 100.0;
 
 /// Whether a search should walk events newest first rather than fetch
