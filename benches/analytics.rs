@@ -29,7 +29,8 @@ use common::raw;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use dreamnet_db::{
-    EventSearch, Funnel, NewEvent, Period, Retention, SearchOrder, Store, TimeRange,
+    DEFAULT_SEARCH_CANDIDATES, EventSearch, Funnel, NewEvent, Period, Retention, SearchOrder,
+    Store, TimeRange,
 };
 use serde_json::json;
 use tokio::runtime::Runtime;
@@ -342,19 +343,6 @@ async fn plans(client: &Client) {
     );
     let (c_since, c_until) = (q.country_day.since.unwrap(), q.country_day.until.unwrap());
     let window = q.funnel.window.num_microseconds().unwrap();
-    let search = |rank: &str, cursor: &str| {
-        format!(
-            "SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, {rank} AS rank \
-             FROM events e, plainto_tsquery('simple'::regconfig, $1) q \
-             WHERE jsonb_to_tsvector('simple'::regconfig, e.payload, '[\"string\"]'::jsonb) @@ q) h \
-             ORDER BY {cursor} LIMIT 21"
-        )
-    };
-    let relevance = search(
-        "ts_rank(jsonb_to_tsvector('simple'::regconfig, payload, '[\"string\"]'::jsonb), q)",
-        "h.rank DESC, h.created_at DESC, h.id DESC",
-    );
-    let newest = search("0::real", "h.created_at DESC, h.id DESC");
     type Args = Vec<Box<dyn ToSql + Sync + Send>>;
     let cases: Vec<(&str, String, Args)> = vec![
         (
@@ -426,22 +414,6 @@ async fn plans(client: &Client) {
                 Box::new(10i64),
             ],
         ),
-        (
-            "search a rare word, best first",
-            relevance.clone(),
-            vec![Box::new(RARE)],
-        ),
-        (
-            "search a common word, best first",
-            relevance,
-            vec![Box::new("baba")],
-        ),
-        (
-            "search a common word, newest first",
-            newest.clone(),
-            vec![Box::new("baba")],
-        ),
-        ("search a rare word, newest first", newest, vec![Box::new(RARE)]),
     ];
     for (what, sql, args) in cases {
         let params: Vec<&(dyn ToSql + Sync)> = args
@@ -456,6 +428,144 @@ async fn plans(client: &Client) {
         for r in rows {
             let line: String = r.get(0);
             println!("{line}");
+        }
+    }
+    search_plans(client).await;
+}
+
+/// Words of the searches: rare (25 events), one just above the default
+/// candidates at 1M events (about 16,000 matches; word 40 of the Zipf law),
+/// one below them (about 1,700; word 400), and the most common (about half
+/// the events).
+fn search_words() -> [(&'static str, String); 4] {
+    [
+        ("rare", RARE.to_owned()),
+        ("uncommon", word(400)),
+        ("medium", word(40)),
+        ("common", word(0)),
+    ]
+}
+
+/// The two statements of `search_events` (src/postgres/analytics.rs) for
+/// a first page of 20 with no filters: the probe, then, as the crate
+/// decides from the probe's figures, a fetch of every match or a walk
+/// newest first.
+async fn search_plans(client: &Client) {
+    let doc = |p: &str| {
+        format!("jsonb_to_tsvector('simple'::regconfig, {p}.payload, '[\"string\"]'::jsonb)")
+    };
+    let query = "plainto_tsquery('simple'::regconfig, $1)";
+    let probe_sql = format!(
+        "WITH p AS MATERIALIZED (SELECT (e.ctid::text::point)[0]::int8 AS blk FROM events e \
+         WHERE {} @@ {query} LIMIT $2) \
+         SELECT count(*) AS found, min(blk) AS first, max(blk) AS last, \
+         (SELECT max(g.gap) FROM (SELECT blk - lag(blk) OVER (ORDER BY blk) AS gap FROM p) g) AS gap, \
+         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks FROM p",
+        doc("e")
+    );
+    // The crate's `PROBE_MATCHES` + 1.
+    let probe = 1_001i64;
+    let explain = async |what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]| {
+        let rows = client
+            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
+        println!("\n=== plan: {what}");
+        for r in rows {
+            let line: String = r.get(0);
+            println!("{line}");
+        }
+    };
+    for (name, word) in search_words() {
+        for order in [SearchOrder::Relevance, SearchOrder::Newest] {
+            let what = format!("search a {name} word ({word}), {order:?}");
+            if order == SearchOrder::Newest {
+                // The crate's first look at the newest `NEWEST_WALK` events.
+                let newest_sql = format!(
+                    "SELECT w.id, w.user_id, w.event_type, w.payload, w.created_at, 0::real AS rank \
+                     FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at FROM events e \
+                     WHERE true ORDER BY e.created_at DESC, e.id DESC LIMIT 2000) w \
+                     WHERE {} @@ {query} ORDER BY w.created_at DESC, w.id DESC LIMIT 21",
+                    doc("w")
+                );
+                let page = client.query(&newest_sql, &[&word]).await.unwrap().len();
+                explain(
+                    &format!("{what}: the newest 2,000 events ({page} of 21 found)"),
+                    &newest_sql,
+                    &[&word],
+                )
+                .await;
+                if page == 21 {
+                    continue;
+                }
+            }
+            let row = client
+                .query_one(&probe_sql, &[&word, &probe])
+                .await
+                .unwrap();
+            let found: i64 = row.get(0);
+            let (first, last, gap): (Option<i64>, Option<i64>, Option<i64>) =
+                (row.get(1), row.get(2), row.get(3));
+            let blocks: i64 = row.get(4);
+            // The crate's `ProbeRow::seen` and `walk_is_cheaper`, with its
+            // cost of a walked block.
+            let seen = match (first, last) {
+                (Some(first), Some(last)) => {
+                    let blocks = blocks.max(last + 1);
+                    (blocks - gap.unwrap_or(0).max(first + blocks - last) + 1).max(1)
+                }
+                _ => blocks.max(1),
+            };
+            explain(&format!("{what}: probe"), &probe_sql, &[&word, &probe]).await;
+            let take = match order {
+                SearchOrder::Relevance => DEFAULT_SEARCH_CANDIDATES,
+                SearchOrder::Newest => 21,
+            };
+            let walk = found == probe
+                && (seen as f64 * take as f64 / found as f64 * 100.0)
+                    < (found as f64 * blocks as f64 / seen as f64);
+            let rank = match (order, walk) {
+                (SearchOrder::Newest, _) => "0::real".to_owned(),
+                (SearchOrder::Relevance, true) => format!("ts_rank(c.doc, {query})"),
+                (SearchOrder::Relevance, false) => format!("ts_rank({}, {query})", doc("c")),
+            };
+            let cand = if walk {
+                format!(
+                    "SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, d.doc FROM events e, \
+                     LATERAL (SELECT {} AS doc OFFSET 0) d WHERE d.doc @@ {query} \
+                     ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
+                    doc("e")
+                )
+            } else {
+                format!(
+                    "SELECT s.* FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at \
+                     FROM events e WHERE {} @@ {query} OFFSET 0) s \
+                     ORDER BY s.created_at DESC, s.id DESC LIMIT $2",
+                    doc("e")
+                )
+            };
+            let order_by = match order {
+                SearchOrder::Relevance => "h.rank DESC, h.created_at DESC, h.id DESC",
+                SearchOrder::Newest => "h.created_at DESC, h.id DESC",
+            };
+            let fetch_sql = format!(
+                "SELECT * FROM (SELECT c.id, c.user_id, c.event_type, c.payload, c.created_at, \
+                 {rank} AS rank FROM ({cand}) c) h ORDER BY {order_by} LIMIT 21"
+            );
+            let take = take as i64;
+            explain(
+                &format!(
+                    "{what}: {} (probe found {found} in {seen} of {blocks} blocks)",
+                    if walk {
+                        "walk newest first"
+                    } else {
+                        "fetch every match"
+                    }
+                ),
+                &fetch_sql,
+                &[&word, &take],
+            )
+            .await;
         }
     }
 }
@@ -495,16 +605,16 @@ fn latency(c: &mut Criterion, rt: &Runtime, store: &Store, events: usize) {
     g.bench_function("top_10_types_30_days", |b| {
         b.iter(|| rt.block_on(a.top_event_types(q.dau, 10)).unwrap())
     });
-    for (name, text, order) in [
-        ("search_rare_relevance", RARE, SearchOrder::Relevance),
-        ("search_rare_newest", RARE, SearchOrder::Newest),
-        ("search_common_relevance", "baba", SearchOrder::Relevance),
-        ("search_common_newest", "baba", SearchOrder::Newest),
-    ] {
-        let search = EventSearch::new(text).order(order);
-        g.bench_function(name, |b| {
-            b.iter(|| rt.block_on(a.search_events(&search, 20, None)).unwrap())
-        });
+    for (name, text) in search_words() {
+        for (order_name, order) in [
+            ("relevance", SearchOrder::Relevance),
+            ("newest", SearchOrder::Newest),
+        ] {
+            let search = EventSearch::new(&text).order(order);
+            g.bench_function(format!("search_{name}_{order_name}"), |b| {
+                b.iter(|| rt.block_on(a.search_events(&search, 20, None)).unwrap())
+            });
+        }
     }
     g.bench_function("search_users_display_name", |b| {
         b.iter(|| rt.block_on(a.search_users(&word(4242), 20, None)).unwrap())

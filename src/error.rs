@@ -238,6 +238,9 @@ pub enum Field {
     Actor,
     /// A database role's name ([`RoleNames`](crate::RoleNames)).
     Role,
+    /// How many matches a relevance search ranks
+    /// ([`EventSearch::candidates`](crate::EventSearch::candidates)).
+    Candidates,
 }
 
 impl std::fmt::Display for Field {
@@ -277,6 +280,7 @@ impl std::fmt::Display for Field {
             Field::Refill => "refill",
             Field::Actor => "actor",
             Field::Role => "role",
+            Field::Candidates => "candidates",
         })
     }
 }

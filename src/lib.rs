@@ -101,10 +101,11 @@ pub use model::{
     AuditRecord, AuditVerification, MAX_ACTOR_LEN,
 };
 pub use model::{
-    ActiveUsers, Breakdown, Cohort, EventSearch, Funnel, FunnelStep, MAX_ACTIVITY_BUCKETS,
-    MAX_COHORTS, MAX_FUNNEL_STEPS, MAX_FUNNEL_WINDOW, MAX_PAYLOAD_KEY_LEN, MAX_SEARCH_LEN,
-    MAX_SEARCH_WORDS, MAX_TOP, MIN_USER_SEARCH_LEN, Period, ROLLUP_GRACE, Retention, SearchCursor,
-    SearchHit, SearchOrder, SearchPage, TypeCount, ValueCount,
+    ActiveUsers, Breakdown, Cohort, DEFAULT_SEARCH_CANDIDATES, EventSearch, Funnel, FunnelStep,
+    MAX_ACTIVITY_BUCKETS, MAX_COHORTS, MAX_FUNNEL_STEPS, MAX_FUNNEL_WINDOW, MAX_PAYLOAD_KEY_LEN,
+    MAX_SEARCH_CANDIDATES, MAX_SEARCH_LEN, MAX_SEARCH_WORDS, MAX_TOP, MIN_USER_SEARCH_LEN, Period,
+    ROLLUP_GRACE, Retention, SearchCursor, SearchHit, SearchOrder, SearchPage, TypeCount,
+    ValueCount,
 };
 pub use object_store;
 pub use postgres::{

@@ -217,8 +217,13 @@ impl AnalyticsBackend for MemoryBackend {
                     },
                 })
             })
-            .filter(|h| after.is_none_or(|c| after_cursor(search.order, h, &c)))
             .collect();
+        if search.order == SearchOrder::Relevance && hits.len() > search.candidates {
+            // Only the newest `candidates` matches are ranked, as in SQL.
+            sort_hits(SearchOrder::Newest, &mut hits);
+            hits.truncate(search.candidates);
+        }
+        hits.retain(|h| after.is_none_or(|c| after_cursor(search.order, h, &c)));
         sort_hits(search.order, &mut hits);
         hits.truncate(limit);
         Ok(hits)

@@ -32,6 +32,12 @@ pub const ROLLUP_GRACE: TimeDelta = TimeDelta::hours(1);
 pub const MAX_SEARCH_LEN: usize = 256;
 /// The most words an event search matches at once.
 pub const MAX_SEARCH_WORDS: usize = 16;
+/// How many matches a search in [`SearchOrder::Relevance`] ranks unless
+/// told otherwise ([`EventSearch::candidates`]): the newest 10,000.
+pub const DEFAULT_SEARCH_CANDIDATES: usize = 10_000;
+/// The most matches a search in [`SearchOrder::Relevance`] may rank: the
+/// time of a relevance search grows with its candidates.
+pub const MAX_SEARCH_CANDIDATES: usize = 100_000;
 /// The shortest user search text, in characters: shorter prefixes match
 /// too many users to be of use.
 pub const MIN_USER_SEARCH_LEN: usize = 3;
@@ -356,7 +362,10 @@ pub(crate) fn check_payload_key(key: &str) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SearchOrder {
     /// Best match first (PostgreSQL's `ts_rank`; the in-memory backend
-    /// ranks by how often the words occur), then newest first.
+    /// ranks by how often the words occur), then newest first, among the
+    /// newest [`EventSearch::candidates`] matches only (by `created_at`,
+    /// then id): with more matches than that, older ones are not returned,
+    /// however well they match.
     #[default]
     Relevance,
     /// Newest first, whatever the rank: the cheaper order for common words.
@@ -370,10 +379,23 @@ pub enum SearchOrder {
 /// without stemming (PostgreSQL's `simple` text-search configuration), so a
 /// search works the same in any language.
 ///
+/// In [`SearchOrder::Relevance`] a search ranks a bounded set of
+/// candidates: the newest `candidates` matches (of the type and range
+/// asked for), by `created_at` then id, [`DEFAULT_SEARCH_CANDIDATES`]
+/// unless set. With at most that many matches every match is ranked; with
+/// more, the older matches are left out, so that a common word costs the
+/// same as `candidates` matches do. Pages of one search rank the same
+/// candidates, so they neither skip nor repeat a hit while nothing is
+/// written. [`SearchOrder::Newest`] returns every match whatever
+/// `candidates` says.
+///
 /// ```
 /// use dreamnet_db::EventSearch;
-/// let search = EventSearch::new("payment failed").event_type("billing.error".parse()?);
+/// let search = EventSearch::new("payment failed")
+///     .event_type("billing.error".parse()?)
+///     .candidates(1_000);
 /// assert_eq!(search.text, "payment failed");
+/// assert_eq!(search.candidates, 1_000);
 /// # Ok::<(), dreamnet_db::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,6 +408,10 @@ pub struct EventSearch {
     pub range: TimeRange,
     /// The order of results.
     pub order: SearchOrder,
+    /// How many of the newest matches [`SearchOrder::Relevance`] ranks:
+    /// 1 to [`MAX_SEARCH_CANDIDATES`], [`DEFAULT_SEARCH_CANDIDATES`] by
+    /// default.
+    pub candidates: usize,
 }
 
 impl EventSearch {
@@ -396,6 +422,7 @@ impl EventSearch {
             event_type: None,
             range: TimeRange::all(),
             order: SearchOrder::Relevance,
+            candidates: DEFAULT_SEARCH_CANDIDATES,
         }
     }
 
@@ -415,6 +442,25 @@ impl EventSearch {
     pub fn order(mut self, order: SearchOrder) -> Self {
         self.order = order;
         self
+    }
+
+    /// Ranks the newest `candidates` matches in [`SearchOrder::Relevance`]
+    /// (1 to [`MAX_SEARCH_CANDIDATES`]; checked when the search runs).
+    pub fn candidates(mut self, candidates: usize) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
+    /// `InvalidInput` ([`Field::Candidates`]) unless `candidates` is 1 to
+    /// [`MAX_SEARCH_CANDIDATES`].
+    pub(crate) fn check_candidates(&self) -> Result<()> {
+        if self.candidates == 0 || self.candidates > MAX_SEARCH_CANDIDATES {
+            return Err(Error::invalid(
+                Field::Candidates,
+                format!("candidates must be 1 to {MAX_SEARCH_CANDIDATES}"),
+            ));
+        }
+        Ok(())
     }
 }
 

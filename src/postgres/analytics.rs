@@ -478,31 +478,10 @@ async fn top_event_types_in(
         .collect())
 }
 
-async fn search_events(
-    conn: &mut AsyncPgConnection,
-    words: &[String],
-    search: &EventSearch,
-    after: Option<SearchCursor>,
-    limit: usize,
-) -> Result<Vec<SearchHit>> {
-    // The words were split as the in-memory backend splits them; the
-    // `simple` parser then makes each one lexeme, and plainto_tsquery ANDs
-    // them with no operator syntax to escape.
-    let mut q =
-        Sql::new("SELECT * FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, ");
-    let rank = match search.order {
-        SearchOrder::Relevance => format!("ts_rank({PAYLOAD_WORDS}, q)"),
-        SearchOrder::Newest => "0::real".to_owned(),
-    };
-    q.push(&format!(
-        "{rank} AS rank FROM events e, plainto_tsquery('simple'::regconfig, "
-    ))
-    .arg(Arg::Text(words.join(" ")))
-    .push(&format!(
-        ") q WHERE {} @@ q",
-        PAYLOAD_WORDS.replace("payload", "e.payload")
-    ))
-    .filters(search.range, search.event_type.as_ref());
+/// The conditions a page of a search puts on the events it reads: the
+/// search's range and type, and in [`SearchOrder::Newest`] the cursor.
+fn search_filters(q: &mut Sql, search: &EventSearch, after: Option<SearchCursor>) {
+    q.filters(search.range, search.event_type.as_ref());
     if let (Some(c), SearchOrder::Newest) = (after, search.order) {
         q.push(" AND (e.created_at, e.id) < (")
             .arg(Arg::Time(c.created_at))
@@ -510,7 +489,201 @@ async fn search_events(
             .arg(Arg::Id(c.id))
             .push(")");
     }
-    q.push(") h");
+}
+
+/// The search's words as a `tsquery`: the words were split as the
+/// in-memory backend splits them; the `simple` parser then makes each one
+/// lexeme, and plainto_tsquery ANDs them with no operator syntax to escape.
+fn search_query(q: &mut Sql, words: &[String]) -> String {
+    q.args.push(Arg::Text(words.join(" ")));
+    format!("plainto_tsquery('simple'::regconfig, ${})", q.args.len())
+}
+
+/// What the probe of a search saw.
+#[derive(QueryableByName)]
+struct ProbeRow {
+    /// Matches found, at most `min(candidates, PROBE_MATCHES) + 1`.
+    #[diesel(sql_type = BigInt)]
+    found: i64,
+    /// The lowest heap block holding one of them.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    first: Option<i64>,
+    /// The highest.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last: Option<i64>,
+    /// The widest step between the blocks of two of them, one after the
+    /// other in block order.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    gap: Option<i64>,
+    /// Heap blocks of `events`.
+    #[diesel(sql_type = BigInt)]
+    blocks: i64,
+}
+
+impl ProbeRow {
+    /// How many heap blocks the probe read to find its matches. A scan
+    /// reads blocks in order but may start anywhere (a sequential scan
+    /// joins one under way, `synchronize_seqscans`) and wrap around, so the
+    /// blocks it did not read are the widest gap between its matches,
+    /// counting the one across the end of the table.
+    fn seen(&self) -> i64 {
+        let (Some(first), Some(last)) = (self.first, self.last) else {
+            return self.blocks.max(1);
+        };
+        let blocks = self.blocks.max(last + 1);
+        let across_the_end = first + blocks - last;
+        let unread = self.gap.unwrap_or(0).max(across_the_end);
+        (blocks - unread + 1).max(1)
+    }
+}
+
+/// The most matches the probe of a search takes: enough to tell how thinly
+/// the matches are spread, few enough that a common word's probe costs
+/// little (the planner answers it with a sequential scan that stops within
+/// a few thousand rows, or a bitmap scan that fetches at most this many).
+const PROBE_MATCHES: usize = 1_000;
+
+/// How many of the newest events (after the cursor, of the type and range)
+/// a search in [`SearchOrder::Newest`] reads first, in the hope that they
+/// hold a page of matches: a word in one event of 100 fills a page of 20
+/// from them, at the cost of computing 2,000 documents (about 10 ms) for a
+/// rarer one.
+const NEWEST_WALK: usize = 2_000;
+
+/// How many fetched matches cost as much as walking one heap block of
+/// `events` newest first, computing each event's document: about 50 events
+/// a block at 4 to 5 µs each, against 1 to 3 µs to fetch one match found by
+/// the GIN index, at a million events (see BENCHMARKS.md). Past what
+/// `work_mem` holds exactly (about 100,000 matches at 4 MB) the bitmap turns
+/// lossy and a fetched match costs much more; near there neither way is
+/// cheap.
+const WALKED_BLOCK_COST: f64 = 100.0;
+
+/// Whether a search should walk events newest first rather than fetch
+/// every match the GIN index finds and keep the newest `take`.
+///
+/// The probe found `found` matches (it stops at `probe`) within `seen` of
+/// `blocks` heap blocks ([`ProbeRow::seen`]). With fewer than `probe`,
+/// they are every match: fetch them. Otherwise, taking the matches as
+/// spread evenly, there are about
+/// `found * blocks / seen` to fetch, while a walk meets `take` of them
+/// within about `seen * take / found` blocks' worth of events.
+fn walk_is_cheaper(p: &ProbeRow, probe: i64, take: usize) -> bool {
+    if p.found < probe {
+        return false;
+    }
+    let (found, seen) = (p.found.max(1) as f64, p.seen() as f64);
+    let walk = seen * take as f64 / found * WALKED_BLOCK_COST;
+    let fetch = found * p.blocks.max(1) as f64 / seen;
+    walk < fetch
+}
+
+/// Two statements (three in newest-first order), so that neither a rare nor
+/// a common word makes PostgreSQL read the whole table, whatever its
+/// statistics say:
+///
+/// 0. Newest first only: the newest [`NEWEST_WALK`] events, if they hold a
+///    whole page of matches, are the answer.
+/// 1. The probe: at most `min(candidates, PROBE_MATCHES) + 1` matches, in
+///    no order, and how far into the heap they lie. Without an order the
+///    planner answers it with a bitmap scan of `events_payload_fts_idx`,
+///    which stops after that many rows, or, when it expects many matches,
+///    with a sequential scan, which then meets them within its first
+///    blocks. Either way it never reads the whole table for a rare word
+///    (unless the planner takes a rare word for a common one) nor sorts
+///    anything.
+/// 2. Either every match, fetched by the GIN index alone (the subquery
+///    fence keeps the planner from walking an index instead) and the
+///    newest `take` kept; or, when the words are common enough that the
+///    probe's figures say it is cheaper ([`walk_is_cheaper`]), a walk of
+///    `events_created_at_idx` (or the type's index) newest first until
+///    `take` matches, computing each event's document once (`LATERAL ...
+///    OFFSET 0`, which also keeps the planner from using the GIN index and
+///    sorting every match).
+///
+/// Both give the same rows: the newest `take` matches. Relevance takes
+/// `candidates` of them whatever the cursor and ranks them, so its pages
+/// neither skip nor repeat hits; newest-first takes the page after the
+/// cursor.
+async fn search_events(
+    conn: &mut AsyncPgConnection,
+    words: &[String],
+    search: &EventSearch,
+    after: Option<SearchCursor>,
+    limit: usize,
+) -> Result<Vec<SearchHit>> {
+    let doc = |alias: &str| PAYLOAD_WORDS.replace("payload", &format!("{alias}.payload"));
+    if search.order == SearchOrder::Newest {
+        // The newest events alone, if they hold a page of matches.
+        let mut q = Sql::default();
+        let query = search_query(&mut q, words);
+        q.push(
+            "SELECT w.id, w.user_id, w.event_type, w.payload, w.created_at, 0::real AS rank \
+             FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at FROM events e \
+             WHERE true",
+        );
+        search_filters(&mut q, search, after);
+        q.push(" ORDER BY e.created_at DESC, e.id DESC LIMIT ")
+            .arg(Arg::Int(NEWEST_WALK as i64))
+            .push(&format!(
+                ") w WHERE {} @@ {query} ORDER BY w.created_at DESC, w.id DESC LIMIT ",
+                doc("w")
+            ))
+            .arg(Arg::Int(limit as i64));
+        let rows: Vec<HitRow> = q.query().load(conn).await?;
+        if rows.len() == limit {
+            return Ok(hits(rows));
+        }
+    }
+    let probe = search.candidates.min(PROBE_MATCHES) as i64 + 1;
+    let mut q = Sql::new(
+        "WITH p AS MATERIALIZED (SELECT (e.ctid::text::point)[0]::int8 AS blk FROM events e WHERE ",
+    );
+    let query = search_query(&mut q, words);
+    q.push(&format!("{} @@ {query}", doc("e")));
+    search_filters(&mut q, search, after);
+    q.push(" LIMIT ").arg(Arg::Int(probe)).push(
+        ") SELECT count(*) AS found, min(blk) AS first, max(blk) AS last, \
+         (SELECT max(g.gap) FROM (SELECT blk - lag(blk) OVER (ORDER BY blk) AS gap FROM p) g) AS gap, \
+         pg_relation_size('events'::regclass) / current_setting('block_size')::int8 AS blocks \
+         FROM p",
+    );
+    let seen: ProbeRow = q.query().get_result(conn).await?;
+
+    let take = match search.order {
+        SearchOrder::Relevance => search.candidates,
+        SearchOrder::Newest => limit,
+    };
+    let mut q = Sql::default();
+    let query = search_query(&mut q, words);
+    let walk = walk_is_cheaper(&seen, probe, take);
+    let rank = match (search.order, walk) {
+        (SearchOrder::Newest, _) => "0::real".to_owned(),
+        (SearchOrder::Relevance, true) => format!("ts_rank(c.doc, {query})"),
+        (SearchOrder::Relevance, false) => format!("ts_rank({}, {query})", doc("c")),
+    };
+    q.push(&format!(
+        "SELECT * FROM (SELECT c.id, c.user_id, c.event_type, c.payload, c.created_at, \
+         {rank} AS rank FROM ("
+    ));
+    if walk {
+        q.push(&format!(
+            "SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at, d.doc FROM events e, \
+             LATERAL (SELECT {} AS doc OFFSET 0) d WHERE d.doc @@ {query}",
+            doc("e")
+        ));
+        search_filters(&mut q, search, after);
+        q.push(" ORDER BY e.created_at DESC, e.id DESC LIMIT ");
+    } else {
+        q.push(&format!(
+            "SELECT s.* FROM (SELECT e.id, e.user_id, e.event_type, e.payload, e.created_at \
+             FROM events e WHERE {} @@ {query}",
+            doc("e")
+        ));
+        search_filters(&mut q, search, after);
+        q.push(" OFFSET 0) s ORDER BY s.created_at DESC, s.id DESC LIMIT ");
+    }
+    q.arg(Arg::Int(take as i64)).push(") c) h");
     if let (Some(c), SearchOrder::Relevance) = (after, search.order) {
         q.push(" WHERE h.rank < ").arg(Arg::Real(c.rank));
         let r = q.args.len();
@@ -526,8 +699,12 @@ async fn search_events(
     })
     .arg(Arg::Int(limit as i64));
     let rows: Vec<HitRow> = q.query().load(conn).await?;
-    Ok(rows
-        .into_iter()
+    Ok(hits(rows))
+}
+
+/// The hits of a search's rows.
+fn hits(rows: Vec<HitRow>) -> Vec<SearchHit> {
+    rows.into_iter()
         .map(|r| SearchHit {
             event: Event {
                 id: r.id,
@@ -538,7 +715,7 @@ async fn search_events(
             },
             rank: r.rank,
         })
-        .collect())
+        .collect()
 }
 
 /// `text` with `LIKE`'s wildcards and escape character escaped.
@@ -657,5 +834,54 @@ impl AnalyticsBackend for PgBackend {
 
     async fn forget_rollups(&self, range: TimeRange) -> Result<u64> {
         on_write!(self, rollups::forget, range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(found: i64, blocks: &[i64], table: i64) -> ProbeRow {
+        let mut sorted = blocks.to_vec();
+        sorted.sort();
+        ProbeRow {
+            found,
+            first: sorted.iter().min().copied(),
+            last: sorted.iter().max().copied(),
+            gap: sorted.windows(2).map(|w| w[1] - w[0]).max(),
+            blocks: table,
+        }
+    }
+
+    #[test]
+    fn the_blocks_a_probe_read() {
+        // From the start of the table (a bitmap scan) to its last match.
+        assert_eq!(probe(3, &[2, 5, 9], 1000).seen(), 8);
+        // A sequential scan that joined another at block 900 and wrapped.
+        assert_eq!(probe(4, &[950, 990, 3, 10], 1000).seen(), 1000 - 940 + 1);
+        assert_eq!(probe(1, &[7], 1000).seen(), 1);
+        assert_eq!(probe(0, &[], 1000).seen(), 1000);
+        // The table grew after its size was read.
+        assert_eq!(probe(2, &[0, 1200], 1000).seen(), 2);
+    }
+
+    #[test]
+    fn common_words_walk_and_thin_ones_fetch() {
+        // Fewer matches than the probe takes: every match, fetched.
+        assert!(!walk_is_cheaper(&probe(5, &[0, 10], 1000), 11, 10));
+        // 1,001 matches within 47 of 22,250 blocks (about half the events):
+        // a walk meets 10,000 within about 470 blocks.
+        let common = probe(1001, &[0, 46], 22_250);
+        assert!(walk_is_cheaper(&common, 1001, 10_000));
+        assert!(walk_is_cheaper(&common, 1001, 21));
+        // 1,001 within 13,724 blocks (about 1,600 matches): fetch them.
+        let thin = probe(1001, &[0, 13_723], 22_250);
+        assert!(!walk_is_cheaper(&thin, 1001, 10_000));
+        assert!(!walk_is_cheaper(&thin, 1001, 21));
+        // 1,001 within 1,374 blocks (about 16,000 matches): fetching them
+        // beats walking for 10,000 of them, walking wins for a page.
+        let medium = probe(1001, &[0, 1373], 22_250);
+        assert!(!walk_is_cheaper(&medium, 1001, 10_000));
+        assert!(walk_is_cheaper(&medium, 1001, 21));
     }
 }

@@ -263,7 +263,19 @@ impl Analytics<'_> {
     /// numbers and booleans are not searched. `InvalidInput`
     /// ([`Field::Query`](crate::Field::Query)) for a text without words,
     /// with more than [`MAX_SEARCH_WORDS`](crate::MAX_SEARCH_WORDS), or
-    /// longer than [`MAX_SEARCH_LEN`](crate::MAX_SEARCH_LEN).
+    /// longer than [`MAX_SEARCH_LEN`](crate::MAX_SEARCH_LEN);
+    /// ([`Field::Candidates`](crate::Field::Candidates)) for
+    /// [`EventSearch::candidates`] of 0 or above
+    /// [`MAX_SEARCH_CANDIDATES`](crate::MAX_SEARCH_CANDIDATES).
+    ///
+    /// In [`SearchOrder::Relevance`](crate::SearchOrder::Relevance) only
+    /// the newest [`EventSearch::candidates`] matches
+    /// ([`DEFAULT_SEARCH_CANDIDATES`](crate::DEFAULT_SEARCH_CANDIDATES),
+    /// 10,000, unless set) are ranked: with more matches than that, older
+    /// ones are never returned, and the cost of a search is bounded by the
+    /// candidates rather than by how common its words are. Every page
+    /// ranks the same candidates, so pages neither skip nor repeat a hit
+    /// while nothing is written. Newest-first order returns every match.
     pub async fn search_events(
         &self,
         search: &EventSearch,
@@ -273,6 +285,7 @@ impl Analytics<'_> {
         traced(site!("search_events", "events"), async {
             check_page(limit, None)?;
             search.range.check()?;
+            search.check_candidates()?;
             if let Some(c) = &after {
                 c.check()?;
             }

@@ -534,6 +534,13 @@ pub async fn analytics_input_is_validated(store: &Store, _clock: &ManualClock) {
             .await,
         Field::TimeRange,
     );
+    for n in [0, dreamnet_db::MAX_SEARCH_CANDIDATES + 1] {
+        expect_invalid(
+            a.search_events(&EventSearch::new("word").candidates(n), 10, None)
+                .await,
+            Field::Candidates,
+        );
+    }
     expect_invalid(a.search_users("ab", 10, None).await, Field::Query);
     expect_invalid(a.search_users("ada", 1001, None).await, Field::Limit);
 }
@@ -887,4 +894,119 @@ pub async fn rollups_change_no_answer(h: &Harness, clock: &ManualClock) {
         after_purge,
         "after a rebuild"
     );
+}
+
+pub async fn search_relevance_ranks_only_the_newest_candidates(store: &Store, clock: &ManualClock) {
+    // The older a note, the more often it holds the word: ranking every
+    // match would put the oldest first.
+    let m = Duration::minutes;
+    let mut notes = Vec::new();
+    for (i, times) in [4, 3, 1, 2, 1].into_iter().enumerate() {
+        let text = vec!["quokka"; times].join(" ");
+        let e = at(
+            store,
+            clock,
+            d0() + m(i as i64 + 1),
+            "note.added",
+            None,
+            json!({"text": text}),
+        )
+        .await;
+        notes.push(e.id);
+    }
+    let [e1, e2, e3, e4, e5] = notes[..] else {
+        unreachable!()
+    };
+    // Newer than every note, of another type.
+    let alert = at(
+        store,
+        clock,
+        d0() + m(6),
+        "alert.raised",
+        None,
+        json!({"text": "quokka quokka quokka quokka quokka"}),
+    )
+    .await
+    .id;
+    let notes_only = EventSearch::new("quokka").event_type(event_type("note.added"));
+
+    // As many candidates as matches, or more: every match is ranked.
+    for n in [5, 6, 10_000] {
+        for limit in [1, 2, 10] {
+            assert_eq!(
+                all_pages(store, &notes_only.clone().candidates(n), limit).await,
+                vec![e1, e2, e4, e5, e3],
+                "{n} candidates, pages of {limit}"
+            );
+        }
+    }
+    // Three candidates: the newest three notes only, ranked; the older
+    // notes are left out however well they match. Pages agree.
+    for limit in [1, 2, 3, 10] {
+        assert_eq!(
+            all_pages(store, &notes_only.clone().candidates(3), limit).await,
+            vec![e4, e5, e3],
+            "pages of {limit}"
+        );
+    }
+    // The candidates are the newest matches of the type and range asked.
+    let before_e5 = notes_only
+        .clone()
+        .range(TimeRange::between(d0(), d0() + m(5)))
+        .candidates(3);
+    assert_eq!(all_pages(store, &before_e5, 2).await, vec![e2, e4, e3]);
+    let any_type = EventSearch::new("quokka").candidates(2);
+    assert_eq!(all_pages(store, &any_type, 1).await, vec![alert, e5]);
+    // One candidate: the newest match alone.
+    assert_eq!(
+        all_pages(store, &notes_only.clone().candidates(1), 10).await,
+        vec![e5]
+    );
+
+    // Newest first returns every match, whatever the candidates.
+    let check = async || {
+        for limit in [1, 2, 3, 10] {
+            assert_eq!(
+                all_pages(store, &notes_only.clone().candidates(3), limit).await,
+                vec![e4, e5, e3],
+                "pages of {limit}"
+            );
+            assert_eq!(
+                all_pages(store, &notes_only.clone().candidates(5), limit).await,
+                vec![e1, e2, e4, e5, e3],
+                "pages of {limit}"
+            );
+            for n in [1, 3, 10_000] {
+                assert_eq!(
+                    all_pages(
+                        store,
+                        &notes_only.clone().order(SearchOrder::Newest).candidates(n),
+                        limit
+                    )
+                    .await,
+                    vec![e5, e4, e3, e2, e1],
+                    "{n} candidates, pages of {limit}"
+                );
+            }
+        }
+    };
+    check().await;
+
+    // The same answers once thousands of newer events hold other words:
+    // on PostgreSQL the matches then sit in the first of many heap blocks,
+    // so the searches with few candidates walk the events newest first
+    // rather than fetch every match.
+    clock.set(d0() + day(1));
+    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ".repeat(6);
+    for _ in 0..3 {
+        let batch = (0..1_000)
+            .map(|i| NewEvent::new(event_type("page.view"), json!({"text": filler, "n": i})))
+            .collect();
+        store.events().record_many(batch).await.unwrap();
+    }
+    check().await;
+    let lorem = EventSearch::new("lorem").candidates(10);
+    let newest = all_pages(store, &lorem.clone().order(SearchOrder::Newest), 100).await;
+    assert_eq!(newest.len(), 3_000);
+    assert_eq!(all_pages(store, &lorem, 4).await, newest[..10]);
 }

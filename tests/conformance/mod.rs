@@ -132,6 +132,7 @@ macro_rules! conformance_tests {
                 rollups_change_no_answer,
                 analytics_input_is_validated,
                 search_events_by_words_ranked_with_pages,
+                search_relevance_ranks_only_the_newest_candidates,
                 search_users_by_email_wallet_and_display_name,
             }
             policies {
