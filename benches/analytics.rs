@@ -331,6 +331,27 @@ fn questions() -> Questions {
     }
 }
 
+/// Prints the `EXPLAIN (ANALYZE, BUFFERS)` plan of `sql` under a
+/// `=== plan: {what}` line.
+async fn explain(client: &Client, what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) {
+    let rows = client
+        .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
+    println!("\n=== plan: {what}");
+    for r in rows {
+        let line: String = r.get(0);
+        println!("{line}");
+    }
+}
+
+/// Boxed arguments as the parameters `tokio_postgres` takes.
+fn params_of(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 /// The SQL the crate sends for each question (see src/postgres/analytics.rs),
 /// with the same parameters, for EXPLAIN.
 async fn plans(client: &Client) {
@@ -416,19 +437,7 @@ async fn plans(client: &Client) {
         ),
     ];
     for (what, sql, args) in cases {
-        let params: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = client
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &params)
-            .await
-            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
-        println!("\n=== plan: {what}");
-        for r in rows {
-            let line: String = r.get(0);
-            println!("{line}");
-        }
+        explain(client, what, &sql, &params_of(&args)).await;
     }
     search_plans(client).await;
 }
@@ -466,15 +475,7 @@ async fn search_plans(client: &Client) {
     // The crate's `PROBE_MATCHES` + 1.
     let probe = 1_001i64;
     let explain = async |what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]| {
-        let rows = client
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), params)
-            .await
-            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
-        println!("\n=== plan: {what}");
-        for r in rows {
-            let line: String = r.get(0);
-            println!("{line}");
-        }
+        explain(client, what, sql, params).await
     };
     for (name, word) in search_words() {
         for order in [SearchOrder::Relevance, SearchOrder::Newest] {
@@ -693,18 +694,7 @@ fn rolled_up(c: &mut Criterion, rt: &Runtime, store: &Store, client: &Client, ev
         ),
     ];
     for (what, sql, args) in cases {
-        let params: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = rt
-            .block_on(client.query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &params))
-            .unwrap_or_else(|e| panic!("EXPLAIN {what}: {e}"));
-        println!("\n=== plan: {what}");
-        for r in rows {
-            let line: String = r.get(0);
-            println!("{line}");
-        }
+        rt.block_on(explain(client, what, sql, &params_of(&args)));
     }
     let mut g = group(c, format!("analytics_{events}_rolled_up"));
     g.bench_function("dau_30_days", |b| {
