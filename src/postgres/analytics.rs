@@ -346,11 +346,17 @@ async fn retention(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<Re
 }
 
 async fn retention_in(conn: &mut AsyncPgConnection, r: &Retention) -> Result<Vec<RetentionCell>> {
-    let split = rollups::plan(conn, r.range).await?;
+    // One read of the sealed days serves the range and what came before it.
+    let up_to_end = TimeRange {
+        since: None,
+        until: r.range.until,
+    };
+    let sealed = rollups::sealed_days(conn, up_to_end).await?;
+    let split = rollups::split(r.range, &sealed);
     // What came before the range: sealed days from the rollups (their rows
     // exist exactly for sealed days), the rest from `events`.
     let since = r.range.since.unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let before = rollups::plan(conn, TimeRange::until(since)).await?;
+    let before = rollups::split(TimeRange::until(since), &sealed);
     let mut q = Sql::new("WITH firsts AS (SELECT a.user_id, min(a.at) AS first_at FROM (");
     q.activity(&split, r.cohort_event.as_ref())
         .push(") a GROUP BY a.user_id), cohorts AS MATERIALIZED (SELECT f.user_id, date_trunc(")

@@ -181,7 +181,7 @@ pub(super) async fn sealed_periods(
 ) -> Result<Vec<NaiveDate>> {
     let rows: Vec<DayRow> = diesel::sql_query(
         "SELECT start AS day FROM event_period_users WHERE period = $1 AND event_type = '' \
-         AND ($2::date IS NULL OR start >= $2 - 31) AND ($3::date IS NULL OR start < $3) \
+         AND ($2::date IS NULL OR start >= $2) AND ($3::date IS NULL OR start < $3) \
          ORDER BY start",
     )
     .bind::<diesel::sql_types::Text, _>(period)
@@ -211,20 +211,18 @@ async fn seal(conn: &mut AsyncPgConnection, day: NaiveDate, now: DateTime<Utc>) 
                AND NOT EXISTS (SELECT 1 FROM event_rollup_days d WHERE d.day = $1)), \
              seal AS (INSERT INTO event_rollup_days (day, sealed_at, events, users) \
                SELECT $1, $2, count(*), count(DISTINCT user_id) FROM src \
-               WHERE NOT EXISTS (SELECT 1 FROM event_rollup_days d WHERE d.day = $1) \
                ON CONFLICT (day) DO NOTHING RETURNING day), \
              du AS (INSERT INTO event_daily_users (day, user_id) \
                SELECT DISTINCT $1::date, s.user_id FROM src s, seal WHERE s.user_id IS NOT NULL \
-               ON CONFLICT DO NOTHING RETURNING 1), \
+               ON CONFLICT DO NOTHING), \
              dtu AS (INSERT INTO event_daily_type_users (event_type, day, user_id) \
                SELECT DISTINCT s.event_type, $1::date, s.user_id FROM src s, seal \
-               WHERE s.user_id IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1), \
+               WHERE s.user_id IS NOT NULL ON CONFLICT DO NOTHING), \
              dt AS (INSERT INTO event_daily_types (day, event_type, events, users) \
                SELECT $1::date, s.event_type, count(*), count(DISTINCT s.user_id) FROM src s, seal \
                GROUP BY s.event_type ON CONFLICT (day, event_type) \
-               DO UPDATE SET events = excluded.events, users = excluded.users RETURNING 1) \
-             SELECT (SELECT count(*) FROM seal) + 0 * ((SELECT count(*) FROM du) \
-               + (SELECT count(*) FROM dtu) + (SELECT count(*) FROM dt)) AS sealed",
+               DO UPDATE SET events = excluded.events, users = excluded.users) \
+             SELECT count(*) AS sealed FROM seal",
         )
         .bind::<Date, _>(day)
         .bind::<Timestamptz, _>(now)
@@ -363,18 +361,16 @@ pub(super) async fn forget(conn: &mut AsyncPgConnection, range: TimeRange) -> Re
             "WITH gone AS (DELETE FROM event_rollup_days \
                WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2) RETURNING day), \
              du AS (DELETE FROM event_daily_users \
-               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2) RETURNING 1), \
+               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2)), \
              dtu AS (DELETE FROM event_daily_type_users \
-               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2) RETURNING 1), \
+               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2)), \
              dt AS (DELETE FROM event_daily_types \
-               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2) RETURNING 1), \
+               WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day < $2)), \
              pu AS (DELETE FROM event_period_users p \
                WHERE ($2::date IS NULL OR p.start < $2) AND ($1::date IS NULL OR \
                  (p.start::timestamp + CASE p.period WHEN 'week' THEN interval '1 week' \
-                  ELSE interval '1 month' END)::date > $1) RETURNING 1) \
-             SELECT (SELECT count(*) FROM gone) + 0 * ((SELECT count(*) FROM du) \
-               + (SELECT count(*) FROM dtu) + (SELECT count(*) FROM dt) \
-               + (SELECT count(*) FROM pu)) AS sealed",
+                  ELSE interval '1 month' END)::date > $1)) \
+             SELECT count(*) AS sealed FROM gone",
         )
         .bind::<Nullable<Date>, _>(since)
         .bind::<Nullable<Date>, _>(until)
